@@ -1,0 +1,28 @@
+"""Waveforms from fairseq S2T manifest paths, without torchaudio.
+
+Paths follow fairseq's syntax (``fairseq.data.audio.audio_utils.parse_path``): a plain audio file
+(wav, flac, ogg, mp3: whatever soundfile reads) or ``archive.zip:byte_offset:byte_length`` for an
+entry of an uncompressed zip. Audio is downmixed to mono and resampled to 16 kHz with soxr.
+"""
+import io
+
+import numpy as np
+import soundfile as sf
+import soxr
+from fairseq.data.audio.audio_utils import parse_path, read_from_stored_zip
+
+SAMPLE_RATE = 16000
+
+
+def load_waveform(path: str) -> np.ndarray:
+    """Read ``path`` (fairseq manifest syntax) as float32 mono 16 kHz samples, shape ``[samples]``."""
+    file_path, slice_ptr = parse_path(path)
+    source = io.BytesIO(read_from_stored_zip(file_path, *slice_ptr)) if slice_ptr else file_path
+    try:
+        samples, rate = sf.read(source, dtype="float32", always_2d=True)
+    except sf.LibsndfileError as e:
+        raise ValueError(f"cannot decode audio {path!r}: {e}") from e
+    mono = samples.mean(axis=1)
+    if rate != SAMPLE_RATE:
+        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
+    return np.ascontiguousarray(mono, dtype=np.float32)

@@ -1,0 +1,84 @@
+"""Dataset over fairseq S2T manifest rows: waveform, prompt ids around the audio, target ids.
+
+Each example is one (row, task) pair: ``st`` targets ``tgt_text`` with the translation prompt,
+``asr`` targets ``src_text`` with the transcription prompt. ASR augmentation lists both per row.
+"""
+from typing import List, Tuple
+
+import numpy as np
+import torch
+from fairseq.data import FairseqDataset, data_utils
+
+from .audio import load_waveform
+
+
+class LlastDataset(FairseqDataset):
+    def __init__(self, name: str, audio_paths: List[str], n_frames: List[int],
+                 examples: List[Tuple[int, str]], prompts: List[Tuple[List[int], List[int]]],
+                 targets: List[List[int]], dictionary, shuffle: bool):
+        """``examples[i] = (row, task)``; ``prompts[i]`` and ``targets[i]`` belong to example i
+        (targets end with EOS); ``n_frames`` (audio samples per row) orders and batches them."""
+        self.name = name
+        self.audio_paths = audio_paths
+        self.examples = examples
+        self.prompts = prompts
+        self.targets = [torch.tensor(t, dtype=torch.long) for t in targets]
+        self.sizes = np.array([n_frames[row] for row, _ in examples], dtype=np.int64)
+        self.dictionary = dictionary
+        self.shuffle = shuffle
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, index: int):
+        row, _ = self.examples[index]
+        waveform = torch.from_numpy(load_waveform(self.audio_paths[row]))
+        before, after = self.prompts[index]
+        return {"id": index, "waveform": waveform, "before": torch.tensor(before),
+                "after": torch.tensor(after), "target": self.targets[index]}
+
+    def num_tokens(self, index: int) -> int:
+        return int(self.sizes[index])
+
+    def size(self, index: int) -> int:
+        return int(self.sizes[index])
+
+    def ordered_indices(self):
+        order = np.random.permutation(len(self)) if self.shuffle else np.arange(len(self))
+        return order[np.argsort(self.sizes[order], kind="mergesort")]
+
+    def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
+        """fairseq's batches, plus the last one that fairseq drops when its size is not a multiple
+        of --required-batch-size-multiple (fairseq issue #5036): no example is silently skipped."""
+        batches = super().batch_by_size(indices, max_tokens, max_sentences, required_batch_size_multiple)
+        covered = sum(len(b) for b in batches)
+        if covered < len(indices):
+            batches.append(np.asarray(indices[covered:]))
+        return batches
+
+    def collater(self, samples):
+        if not samples:
+            return {}
+        pad, eos = self.dictionary.pad(), self.dictionary.eos()
+        lengths = torch.tensor([s["waveform"].numel() for s in samples])
+        waveforms = torch.zeros(len(samples), int(lengths.max()))
+        for i, s in enumerate(samples):
+            waveforms[i, : lengths[i]] = s["waveform"]
+        targets = [s["target"] for s in samples]
+        return {
+            "id": torch.tensor([s["id"] for s in samples]),
+            "nsentences": len(samples),
+            "ntokens": sum(t.numel() for t in targets),
+            "net_input": {
+                "src_tokens": waveforms,
+                "src_lengths": lengths,
+                "prompt_before": data_utils.collate_tokens([s["before"] for s in samples], pad),
+                "prompt_before_lengths": torch.tensor([s["before"].numel() for s in samples]),
+                "prompt_after": data_utils.collate_tokens([s["after"] for s in samples], pad),
+                "prompt_after_lengths": torch.tensor([s["after"].numel() for s in samples]),
+                "prev_output_tokens": data_utils.collate_tokens(
+                    targets, pad, eos, move_eos_to_beginning=True),
+            },
+            "target": data_utils.collate_tokens(targets, pad, eos),
+            "target_lengths": torch.tensor([t.numel() for t in targets]),
+        }

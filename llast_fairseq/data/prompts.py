@@ -1,0 +1,86 @@
+"""LLaST prompts: instruction wording per task and language pair, spliced around the audio.
+
+The default template is the Llama-2 chat format used by LLaST::
+
+    [INST] <audio>\nPlease translate the French sentence into English. [/INST]
+
+``"chat"`` renders the same user message with the tokenizer's own chat template (Qwen2, Llama-3,
+...). Any other template is a literal string holding ``<audio>`` and ``{instruction}``.
+"""
+from typing import List, Tuple
+
+AUDIO_PLACEHOLDER = "<audio>"
+
+TEMPLATES = {
+    "llama2": "[INST] <audio>\n{instruction} [/INST]",
+}
+
+INSTRUCTIONS = {
+    "st": "Please translate the {src} sentence into {tgt}.",
+    "asr": "Please transcribe the {src} sentence into {src}.",
+}
+
+LANGUAGE_NAMES = {
+    "ar": "Arabic", "ca": "Catalan", "cy": "Welsh", "de": "German", "en": "English",
+    "es": "Spanish", "et": "Estonian", "fa": "Persian", "fr": "French", "id": "Indonesian",
+    "it": "Italian", "ja": "Japanese", "lv": "Latvian", "mn": "Mongolian", "nl": "Dutch",
+    "pt": "Portuguese", "ru": "Russian", "sl": "Slovenian", "sv": "Swedish", "ta": "Tamil",
+    "tr": "Turkish", "zh": "Chinese",
+}
+
+
+def language_name(code: str) -> str:
+    """English name of an ISO 639-1 code as the prompt says it (``fr`` -> ``French``).
+
+    FLEURS-style codes (``fr_fr``) and CoVoST-style ones (``zh-CN``) use their language part.
+    """
+    base = code.replace("-", "_").split("_")[0].lower()
+    if base not in LANGUAGE_NAMES:
+        raise KeyError(
+            f"unknown language code {code!r}; known: {', '.join(sorted(LANGUAGE_NAMES))}"
+        )
+    return LANGUAGE_NAMES[base]
+
+
+class PromptBuilder:
+    """Token ids before and after the audio for each (task, src_lang, tgt_lang).
+
+    Results are cached: a manifest has few distinct language pairs.
+    """
+
+    def __init__(self, tokenizer, template: str = "llama2"):
+        self.tokenizer = tokenizer
+        self.template = TEMPLATES.get(template, template)
+        if self.template != "chat" and (
+            AUDIO_PLACEHOLDER not in self.template or "{instruction}" not in self.template
+        ):
+            raise ValueError(
+                f"prompt template {template!r} must be one of {sorted(TEMPLATES) + ['chat']} "
+                f"or a string holding {AUDIO_PLACEHOLDER!r} and '{{instruction}}'"
+            )
+        self._cache = {}
+
+    def text(self, task: str, src_lang: str, tgt_lang: str) -> str:
+        """The prompt as text, with the audio placeholder where the audio goes."""
+        instruction = INSTRUCTIONS[task].format(
+            src=language_name(src_lang), tgt=language_name(tgt_lang)
+        )
+        if self.template == "chat":
+            message = [{"role": "user", "content": f"{AUDIO_PLACEHOLDER}\n{instruction}"}]
+            return self.tokenizer.apply_chat_template(
+                message, tokenize=False, add_generation_prompt=True
+            )
+        return self.template.format(instruction=instruction)
+
+    def ids(self, task: str, src_lang: str, tgt_lang: str) -> Tuple[List[int], List[int]]:
+        """``(before, after)`` token ids; ``before`` starts with BOS where the LLM uses one."""
+        key = (task, src_lang, tgt_lang)
+        if key not in self._cache:
+            before, after = self.text(task, src_lang, tgt_lang).split(AUDIO_PLACEHOLDER)
+            tok = self.tokenizer
+            before_ids = tok(before, add_special_tokens=False)["input_ids"]
+            bos = tok.bos_token_id
+            if self.template != "chat" and bos is not None and bos != tok.eos_token_id:
+                before_ids = [bos] + before_ids
+            self._cache[key] = (before_ids, tok(after, add_special_tokens=False)["input_ids"])
+        return self._cache[key]

@@ -1,0 +1,103 @@
+"""The ``llast`` model: Whisper encoder + adaptor (LlastEncoder) and an LLM with LoRA (LlastDecoder).
+
+Checkpoints hold only what is trained (LoRA weights, adaptor); the frozen base weights are rebuilt
+from ``--whisper-path`` and the task's ``--llm-path``, which the saved config names.
+"""
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.models import FairseqEncoderDecoderModel, register_model, register_model_architecture
+from omegaconf import II
+
+from .audio_encoder import LlastEncoder
+from .hf_llm import DTYPES, load_llm
+from .llm_decoder import LlastDecoder
+from .lora import add_lora
+from .whisper_weights import load_whisper_encoder
+
+# `--arch llast` is the paper's recipe: the defaults below (LoRA r=512/alpha 256 on the LLM,
+# S-LoRA r=128/alpha 64, audio padded to 30 s); model sizes come from the checkpoints' paths.
+
+WHISPER_LINEARS = "query,key,value,out,mlp.0,mlp.2"
+
+
+@dataclass
+class LlastConfig(FairseqDataclass):
+    whisper_path: str = field(
+        default="", metadata={"help": "openai-whisper checkpoint file (e.g. large-v3.pt) or a local "
+                                      "Hugging Face Whisper directory; only its encoder is used"})
+    llm_path: str = II("task.llm_path")
+    llm_dtype: ChoiceEnum(list(DTYPES)) = field(
+        default="float32", metadata={"help": "dtype of the frozen LLM weights (bfloat16 on GPUs)"})
+    llm_lora_r: int = field(default=512, metadata={"help": "L-LoRA rank on the LLM (paper: 512); 0 = no LoRA"})
+    llm_lora_alpha: float = field(default=256, metadata={"help": "L-LoRA alpha (paper: 256)"})
+    llm_lora_dropout: float = field(default=0.05, metadata={"help": "L-LoRA dropout (paper: 0.05)"})
+    llm_lora_targets: str = field(
+        default="all-linear",
+        metadata={"help": "LLM modules for LoRA: 'all-linear' (every linear but lm_head) or names, comma-separated"})
+    whisper_lora_r: int = field(
+        default=128, metadata={"help": "S-LoRA rank on the Whisper encoder (paper: 128); 0 = Whisper fully frozen"})
+    whisper_lora_alpha: float = field(default=64, metadata={"help": "S-LoRA alpha (paper: 64)"})
+    whisper_lora_dropout: float = field(default=0.05, metadata={"help": "S-LoRA dropout"})
+    whisper_lora_targets: str = field(
+        default=WHISPER_LINEARS, metadata={"help": "Whisper encoder modules for S-LoRA, comma-separated"})
+    frame_stack: int = field(
+        default=1, metadata={"help": "stack k consecutive Whisper states before the adaptor (paper: 1)"})
+    trim_audio_padding: bool = field(
+        default=False,
+        metadata={"help": "pad audio to the longest in the batch, not to Whisper's 30 s (much faster "
+                          "for short audio; decode with the setting the model was trained with)"})
+
+
+@register_model("llast", dataclass=LlastConfig)
+class LlastModel(FairseqEncoderDecoderModel):
+    def __init__(self, encoder: LlastEncoder, decoder: LlastDecoder):
+        super().__init__(encoder, decoder)
+        self.trained_keys = [name for name, p in self.named_parameters() if p.requires_grad]
+
+    @classmethod
+    def build_model(cls, cfg: LlastConfig, task):
+        whisper, dims = load_whisper_encoder(cfg.whisper_path)
+        llm = load_llm(task.cfg.llm_path, cfg.llm_dtype)
+        if llm.config.vocab_size != len(task.target_dictionary):
+            raise ValueError(
+                f"the LLM at {task.cfg.llm_path} has {llm.config.vocab_size} output tokens but the task's "
+                f"dictionary has {len(task.target_dictionary)}: train and decode with the same --llm-path"
+            )
+        add_lora(whisper.float(), "whisper_lora", cfg.whisper_lora_r, cfg.whisper_lora_alpha,
+                 cfg.whisper_lora_dropout, cfg.whisper_lora_targets)
+        add_lora(llm, "llm_lora", cfg.llm_lora_r, cfg.llm_lora_alpha, cfg.llm_lora_dropout,
+                 cfg.llm_lora_targets)
+        encoder = LlastEncoder(whisper, dims.n_mels, llm.config.hidden_size, cfg.frame_stack,
+                               cfg.trim_audio_padding)
+        return cls(encoder, LlastDecoder(task.target_dictionary, llm))
+
+    def max_positions(self):
+        return None
+
+    def state_dict(self, destination=None, prefix="", keep_vars=False):
+        """Only the trained parameters: the frozen Whisper and LLM come from their paths."""
+        full = super().state_dict(prefix=prefix, keep_vars=keep_vars)
+        return OrderedDict((prefix + k, full[prefix + k]) for k in self.trained_keys)
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        missing = sorted(set(self.trained_keys) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(self.trained_keys))
+        if strict and (missing or unexpected):
+            raise RuntimeError(
+                "checkpoint does not match the model's trainable parameters (were the LoRA ranks, "
+                f"targets or base models changed?): missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+            )
+        return super().load_state_dict(state_dict, strict=False, model_cfg=model_cfg, args=args)
+
+
+@register_model_architecture("llast", "llast_tiny")
+def llast_tiny(cfg):
+    """Small LoRA, no S-LoRA and trimmed audio: tiny random-init or small pretrained models on a CPU."""
+    cfg.whisper_lora_r = getattr(cfg, "whisper_lora_r", 0)
+    cfg.llm_lora_r = getattr(cfg, "llm_lora_r", 8)
+    cfg.llm_lora_alpha = getattr(cfg, "llm_lora_alpha", 16)
+    cfg.llm_lora_dropout = getattr(cfg, "llm_lora_dropout", 0.0)
+    cfg.trim_audio_padding = getattr(cfg, "trim_audio_padding", True)

@@ -1,0 +1,80 @@
+#!/usr/bin/env python
+"""Tiny random-init models saved in the real formats, for tests and the demo.
+
+- an openai-whisper checkpoint (``dims`` + ``model_state_dict``), loadable by ``whisper.load_model``;
+- a local Hugging Face Llama directory (config, safetensors weights) with a Llama-2-style
+  SentencePiece tokenizer (byte fallback, <unk>=0 <s>=1 </s>=2, no pad) trained on given text.
+
+They load through exactly the code path a user's real checkpoint takes.
+
+    python scripts/make_tiny_models.py --text corpus.txt --out models/
+"""
+import argparse
+import os
+import tempfile
+from typing import Iterable
+
+import sentencepiece as spm
+import torch
+import whisper.model
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+
+from llast_fairseq.models.whisper_weights import save_whisper_checkpoint
+
+
+def make_tiny_whisper(path: str, n_mels: int = 80, n_state: int = 64, n_head: int = 2,
+                      n_layer: int = 2, seed: int = 0) -> str:
+    """Random-init Whisper (full model, tiny text side) written as an openai-whisper checkpoint."""
+    dims = dict(n_mels=n_mels, n_audio_ctx=1500, n_audio_state=n_state, n_audio_head=n_head,
+                n_audio_layer=n_layer, n_vocab=51865, n_text_ctx=448, n_text_state=n_state,
+                n_text_head=n_head, n_text_layer=1)
+    torch.manual_seed(seed)
+    model = whisper.model.Whisper(whisper.model.ModelDimensions(**dims))
+    save_whisper_checkpoint(path, dims, model.state_dict())
+    return path
+
+
+def make_tiny_llm(out_dir: str, texts: Iterable[str], vocab_size: int = 512, hidden: int = 64,
+                  layers: int = 2, heads: int = 4, seed: int = 0) -> str:
+    """Random-init Llama + SentencePiece tokenizer trained on ``texts``, saved with save_pretrained."""
+    os.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = os.path.join(tmp, "tokenizer")  # tokenizer.model, as Llama ships it
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(list(texts)), model_prefix=prefix, vocab_size=vocab_size,
+            model_type="bpe", byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1,
+            eos_id=2, pad_id=-1, hard_vocab_limit=False, num_threads=1,
+            minloglevel=2,
+        )
+        tokenizer = LlamaTokenizer.from_pretrained(tmp, legacy=False)
+        tokenizer.save_pretrained(out_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+        max_position_embeddings=2048, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(out_dir)
+    return out_dir
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--text", required=True, help="text file to train the tokenizer on, one sentence a line")
+    parser.add_argument("--out", required=True, help="output directory (whisper.pt and llm/ are written there)")
+    parser.add_argument("--vocab-size", type=int, default=1000, help="SentencePiece vocabulary size")
+    parser.add_argument("--hidden", type=int, default=256, help="LLM hidden size")
+    parser.add_argument("--layers", type=int, default=4, help="LLM layers")
+    parser.add_argument("--heads", type=int, default=4, help="LLM attention heads")
+    parser.add_argument("--seed", type=int, default=1, help="random seed")
+    args = parser.parse_args()
+    with open(args.text, encoding="utf-8") as f:
+        texts = [line.strip() for line in f if line.strip()]
+    make_tiny_whisper(os.path.join(args.out, "whisper.pt"), seed=args.seed)
+    make_tiny_llm(os.path.join(args.out, "llm"), texts, args.vocab_size, args.hidden, args.layers,
+                  args.heads, args.seed)
+    print(f"wrote {args.out}/whisper.pt and {args.out}/llm")
+
+
+if __name__ == "__main__":
+    main()

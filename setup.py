@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="llast-fairseq",
+    version="0.1.0",
+    description="LLaST (LLM-based speech translation) as a fairseq plugin: --user-dir llast_fairseq --task llast_st",
+    packages=find_packages(include=["llast_fairseq", "llast_fairseq.*"]),
+    python_requires=">=3.10",
+    # torch, ve-fairseq and openai-whisper are installed by scripts/install.sh (CPU wheel, no torchaudio);
+    # everything else is pinned in requirements.txt.
+    install_requires=[
+        "torch==2.13.0",
+        "ve-fairseq==0.12.3",
+        "openai-whisper==20250625",
+        "transformers==5.24.0",
+        "peft==0.21.2",
+        "sentencepiece==0.2.3",
+        "sacrebleu==2.5.1",
+        "omegaconf==2.3.0",
+        "soundfile==0.14.0",
+        "soxr==1.1.0",
+    ],
+)
