@@ -30,7 +30,11 @@ class LlastConfig(FairseqDataclass):
     llm_path: str = II("task.llm_path")
     llm_dtype: ChoiceEnum(list(DTYPES)) = field(
         default="float32", metadata={"help": "dtype of the frozen LLM weights (bfloat16 on GPUs)"})
-    llm_lora_r: int = field(default=512, metadata={"help": "L-LoRA rank on the LLM (paper: 512); 0 = no LoRA"})
+    llm_training: ChoiceEnum(["lora", "full", "frozen"]) = field(
+        default="lora",
+        metadata={"help": "how the LLM learns: 'lora' (L-LoRA, the paper), 'full' (every weight: for a "
+                          "randomly initialised LLM such as the offline demo's) or 'frozen'"})
+    llm_lora_r: int = field(default=512, metadata={"help": "L-LoRA rank on the LLM (paper: 512)"})
     llm_lora_alpha: float = field(default=256, metadata={"help": "L-LoRA alpha (paper: 256)"})
     llm_lora_dropout: float = field(default=0.05, metadata={"help": "L-LoRA dropout (paper: 0.05)"})
     llm_lora_targets: str = field(
@@ -67,8 +71,13 @@ class LlastModel(FairseqEncoderDecoderModel):
             )
         add_lora(whisper.float(), "whisper_lora", cfg.whisper_lora_r, cfg.whisper_lora_alpha,
                  cfg.whisper_lora_dropout, cfg.whisper_lora_targets)
-        add_lora(llm, "llm_lora", cfg.llm_lora_r, cfg.llm_lora_alpha, cfg.llm_lora_dropout,
-                 cfg.llm_lora_targets)
+        training = str(cfg.llm_training)
+        if training == "lora" and cfg.llm_lora_r <= 0:
+            raise ValueError("--llm-training lora needs --llm-lora-r > 0 (or use --llm-training frozen)")
+        add_lora(llm, "llm_lora", cfg.llm_lora_r if training == "lora" else 0, cfg.llm_lora_alpha,
+                 cfg.llm_lora_dropout, cfg.llm_lora_targets)
+        if training == "full":
+            llm.requires_grad_(True)
         encoder = LlastEncoder(whisper, dims.n_mels, llm.config.hidden_size, cfg.frame_stack,
                                cfg.trim_audio_padding)
         return cls(encoder, LlastDecoder(task.target_dictionary, llm))

@@ -1,0 +1,101 @@
+"""Shared fixtures: tiny random-init models in the real formats and tiny real speech.
+
+Speech is synthesized by espeak-ng (real audio files, 22.05 kHz wav, so the loader resamples),
+the LLM tokenizer is a SentencePiece model trained on the corpus text, and both models are
+saved exactly as a user's real checkpoints would be (openai-whisper .pt, HF directory).
+"""
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from make_tiny_models import make_tiny_llm, make_tiny_whisper  # noqa: E402
+
+COLUMNS = ["id", "audio", "n_frames", "tgt_text", "src_text", "src_lang", "tgt_lang", "speaker"]
+
+# (source, translation, src_lang, tgt_lang)
+PAIRS = [
+    ("Le chat mange une pomme.", "The cat eats an apple.", "fr", "en"),
+    ("Le chien dort dans le jardin.", "The dog sleeps in the garden.", "fr", "en"),
+    ("La femme lit un livre.", "The woman reads a book.", "fr", "en"),
+    ("Les enfants jouent au parc.", "The children play in the park.", "fr", "en"),
+    ("Der Mann trinkt Wasser.", "The man drinks water.", "de", "en"),
+    ("Die Frau kauft Brot.", "The woman buys bread.", "de", "en"),
+    ("The cat sleeps.", "Le chat dort.", "en", "fr"),
+    ("We love music.", "Nous aimons la musique.", "en", "fr"),
+]
+
+
+def write_manifest(path: Path, rows):
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, delimiter="\t", quoting=csv.QUOTE_NONE,
+                                escapechar="\\", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """Eight utterances (fr->en, de->en, en->fr) as espeak-ng wav files with S2T manifests:
+    train.tsv (all), test.tsv (all), test_fr_en.tsv, and config.yaml."""
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "audio").mkdir()
+    rows = []
+    for i, (src, tgt, sl, tl) in enumerate(PAIRS):
+        wav = root / "audio" / f"utt{i}.wav"
+        voice = f"{sl}+m{1 + i % 3}"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "170", "-w", str(wav), src], check=True)
+        rows.append(dict(id=f"utt{i}", audio=f"audio/utt{i}.wav", n_frames=sf.info(wav).frames,
+                         tgt_text=tgt, src_text=src, src_lang=sl, tgt_lang=tl, speaker=voice))
+    write_manifest(root / "train.tsv", rows)
+    write_manifest(root / "test.tsv", rows)
+    write_manifest(root / "test_fr_en.tsv", [r for r in rows if r["src_lang"] == "fr"])
+    (root / "config.yaml").write_text(f"audio_root: {root}\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """whisper.pt (openai-whisper format, 80 mels) and llm/ (HF Llama + SentencePiece tokenizer)."""
+    root = tmp_path_factory.mktemp("models")
+    texts = [t for src, tgt, _, _ in PAIRS for t in (src, tgt)] * 20
+    make_tiny_whisper(str(root / "whisper.pt"), seed=0)
+    make_tiny_llm(str(root / "llm"), texts, vocab_size=360, hidden=64, layers=2, heads=4, seed=0)
+    return root
+
+
+def fairseq_cfg(data: Path, models: Path, *extra: str):
+    """A fairseq-train config from command-line words, as fairseq-train parses them."""
+    from fairseq import options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    argv = [str(data), "--user-dir", str(REPO / "llast_fairseq"), "--task", "llast_st",
+            "--llm-path", str(models / "llm"), "--arch", "llast_tiny",
+            "--whisper-path", str(models / "whisper.pt"), "--criterion", "llast_cross_entropy",
+            "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "4", "--cpu", *extra]
+    parser = options.get_training_parser()
+    return convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, argv))
+
+
+def build_task_and_model(data: Path, models: Path, *extra: str):
+    from fairseq import tasks, utils
+
+    cfg = fairseq_cfg(data, models, *extra)
+    utils.import_user_module(cfg.common)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    return cfg, task, model
+
+
+def first_batch(task, split: str, batch_size: int = 4):
+    """A collated batch of the first ``batch_size`` examples of ``split`` (loaded if needed)."""
+    if split not in task.datasets:
+        task.load_dataset(split)
+    dataset = task.dataset(split)
+    return dataset.collater([dataset[i] for i in range(min(batch_size, len(dataset)))])

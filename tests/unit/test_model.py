@@ -1,0 +1,144 @@
+"""The llast model against the Hugging Face LLM it wraps: shapes, masks, loss alignment, cache."""
+import pytest
+import torch
+from conftest import build_task_and_model, first_batch
+from fairseq.sequence_generator import SequenceGenerator
+
+
+@pytest.fixture(scope="module")
+def built(tiny_corpus, tiny_models):
+    torch.manual_seed(0)
+    cfg, task, model = build_task_and_model(tiny_corpus, tiny_models, "--llm-lora-r", "4")
+    # LoRA B starts at zero; give it weight so the adapters change the function under test
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    model.eval()
+    return cfg, task, model
+
+
+def test_encoder_shapes_and_masks(built):
+    _, task, model = built
+    batch = first_batch(task, "test")
+    net = batch["net_input"]
+    out = model.encoder(**{k: v for k, v in net.items() if k != "prev_output_tokens"})
+    audio, mask = out["audio_out"][0], out["audio_padding_mask"][0]
+    d_llm = model.decoder.llm.config.hidden_size
+    # trimmed audio: positions for the longest utterance (2 mel hops each), not Whisper's 1500
+    longest = int(net["src_lengths"].max())
+    assert audio.shape == (4, -(-longest // 320), d_llm)
+    valid = (~mask).sum(1)
+    assert valid.tolist() == [-(-int(n) // 320) for n in net["src_lengths"]]
+    assert out["prompt_before_padding_mask"][0].shape == net["prompt_before"].shape
+
+
+def test_prefix_is_right_aligned_with_real_positions(built):
+    _, task, model = built
+    batch = first_batch(task, "test")
+    net = batch["net_input"]
+    enc = model.encoder(**{k: v for k, v in net.items() if k != "prev_output_tokens"})
+    embeds, valid, positions = model.decoder.prefix(enc)
+    n_valid = (net["prompt_before_lengths"] + (~enc["audio_padding_mask"][0]).sum(1)
+               + net["prompt_after_lengths"])
+    assert valid.sum(1).tolist() == n_valid.tolist()
+    for row in range(valid.size(0)):
+        pad = valid.size(1) - int(n_valid[row])
+        assert not valid[row, :pad].any() and valid[row, pad:].all()
+        assert positions[row, pad:].tolist() == list(range(int(n_valid[row])))
+        # the last column is the last prompt token ([/INST]'s last piece)
+        last_prompt_id = net["prompt_after"][row, net["prompt_after_lengths"][row] - 1]
+        assert torch.equal(embeds[row, -1], model.decoder.embed.weight[last_prompt_id])
+
+
+def test_loss_covers_only_target_tokens(built):
+    """fairseq's loss equals HF's loss with labels -100 on every prompt and audio position."""
+    _, task, model = built
+    batch = first_batch(task, "test", batch_size=1)
+    net = batch["net_input"]
+    logits, _ = model(**net)
+    target = batch["target"]
+    assert logits.shape[:2] == target.shape
+    criterion = task.build_criterion(built[0].criterion)
+    loss, _, log = criterion(model, batch, reduce=True)
+
+    enc = model.encoder(**{k: v for k, v in net.items() if k != "prev_output_tokens"})
+    embeds, valid, _ = model.decoder.prefix(enc)
+    assert valid.all()  # a single row: no padding
+    tokens = target[0]
+    inputs = torch.cat([embeds[0], model.decoder.embed(tokens)], dim=0)[None]
+    labels = torch.cat([torch.full((embeds.size(1),), -100), tokens])[None]
+    hf = model.decoder.llm(inputs_embeds=inputs, labels=labels)
+    assert torch.allclose(loss / log["ntokens"], hf.loss, atol=1e-5)
+    assert log["ntokens"] == tokens.numel()
+
+
+def test_only_lora_and_adaptor_train(built):
+    _, _, model = built
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n or n.startswith("encoder.adaptor.") for n in trained)
+    assert any(n.startswith("encoder.adaptor.") for n in trained)
+    assert any(n.startswith("decoder.llm.") and "lora_" in n for n in trained)
+    assert not any(n.startswith("encoder.whisper.") for n in trained)  # llast_tiny: no S-LoRA
+    assert list(model.state_dict()) == trained
+
+
+def test_checkpoint_keys_must_match(built):
+    _, _, model = built
+    state = model.state_dict()
+    model.load_state_dict(state)
+    state.pop(next(iter(state)))
+    with pytest.raises(RuntimeError, match="missing"):
+        model.load_state_dict(state)
+
+
+def _encoder_out(model, net):
+    return model.encoder(**{k: v for k, v in net.items() if k != "prev_output_tokens"})
+
+
+def test_incremental_decoding_matches_full_forward_with_beam_reorder(built):
+    _, task, model = built
+    batch = first_batch(task, "test")
+    net = batch["net_input"]
+    prev = net["prev_output_tokens"]
+    with torch.no_grad():
+        enc = _encoder_out(model, net)
+        # reorder mid-sequence like a beam search: duplicate row 0, drop row 1, swap 2 and 3
+        order = torch.tensor([0, 0, 3, 2])
+        split = 3
+        state = {}
+        steps = []
+        for t in range(prev.size(1)):
+            if t == split:
+                model.decoder.reorder_incremental_state_scripting(state, order)
+                enc = model.encoder.reorder_encoder_out(enc, order)
+                prev = prev.index_select(0, order)
+                steps = [s.index_select(0, order) for s in steps]
+            logits, _ = model.decoder(prev[:, : t + 1], enc, incremental_state=state)
+            steps.append(logits[:, -1])
+        incremental = torch.stack(steps, dim=1)
+        full, _ = model.decoder(prev, enc)
+    real = prev.ne(task.target_dictionary.pad())  # padded target steps are not compared
+    assert torch.allclose(incremental[real], full[real], atol=1e-4), (incremental - full)[real].abs().max()
+
+
+def test_beam1_matches_hf_greedy(built):
+    _, task, model = built
+    batch = first_batch(task, "test")
+    net = batch["net_input"]
+    steps = 12
+    generator = SequenceGenerator([model], task.target_dictionary, beam_size=1, max_len_b=steps)
+    with torch.no_grad():
+        hypos = generator.generate([model], batch)
+        embeds, valid, _ = model.decoder.prefix(_encoder_out(model, net))
+        hf = model.decoder.llm.generate(
+            inputs_embeds=embeds, attention_mask=valid.long(), max_new_tokens=steps,
+            do_sample=False, num_beams=1, eos_token_id=task.target_dictionary.eos(),
+            pad_token_id=task.target_dictionary.pad(),
+        )
+    eos = task.target_dictionary.eos()
+    for row, hypo in enumerate(hypos):
+        ours = hypo[0]["tokens"].tolist()
+        theirs = hf[row].tolist()
+        theirs = theirs[: theirs.index(eos) + 1] if eos in theirs else theirs
+        assert ours[: len(theirs)] == theirs
+        assert len(ours) in (len(theirs), steps + 1)  # fairseq appends EOS at max length
