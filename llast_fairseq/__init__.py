@@ -7,7 +7,6 @@ import torch
 # argparse.Namespace, so allow it (our own checkpoints hold plain containers and tensors).
 torch.serialization.add_safe_globals([argparse.Namespace])
 
-from . import criterions, models, tasks  # noqa: E402,F401
 from .criterions import llast_cross_entropy  # noqa: E402,F401
 from .models import llast  # noqa: E402,F401
 from .tasks import llast_st  # noqa: E402,F401

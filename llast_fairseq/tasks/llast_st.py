@@ -4,11 +4,15 @@ Manifests are fairseq S2T TSVs (id, audio, n_frames, tgt_text, and src_text, src
 speaker) with config.yaml beside them, read with fairseq's own reader; several splits can be
 joined with commas (``train_fr_en,train_de_en``), and one manifest may mix language pairs.
 """
+import json
 import logging
+from argparse import Namespace
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import sacrebleu
+from fairseq import metrics, utils
 from fairseq.data.audio.data_cfg import S2TDataConfig
 from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDatasetCreator
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
@@ -45,6 +49,12 @@ class LlastSTConfig(FairseqDataclass):
         default=None, metadata={"help": "source language for manifests without a src_lang column"})
     tgt_lang: Optional[str] = field(
         default=None, metadata={"help": "target language for manifests without a tgt_lang column"})
+    eval_bleu: bool = field(
+        default=False, metadata={"help": "decode the validation set and log its BLEU (sacrebleu 13a) "
+                                         "each validation; usable as --best-checkpoint-metric bleu"})
+    eval_bleu_args: str = field(
+        default='{"beam": 1, "max_len_b": 128}',
+        metadata={"help": "generation settings for --eval-bleu, as JSON (e.g. '{\"beam\": 5}')"})
 
 
 @register_task("llast_st", dataclass=LlastSTConfig)
@@ -54,7 +64,6 @@ class LlastSTTask(FairseqTask):
         self.tokenizer = tokenizer
         self.tgt_dict = dictionary
         self.prompts = PromptBuilder(tokenizer, cfg.prompt_template)
-        self.data_cfg = S2TDataConfig(Path(cfg.data) / cfg.config_yaml)
 
     @classmethod
     def setup_task(cls, cfg: LlastSTConfig, **kwargs):
@@ -77,19 +86,58 @@ class LlastSTTask(FairseqTask):
     def max_positions(self):
         return None
 
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        if self.cfg.eval_bleu:
+            self.bleu_generator = self.build_generator([model], Namespace(**json.loads(self.cfg.eval_bleu_args)))
+        return model
+
+    def valid_step(self, sample, model, criterion):
+        loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
+        if self.cfg.eval_bleu:
+            detok = self.build_bpe(None)
+            hypos = self.inference_step(self.bleu_generator, [model], sample)
+            hyps = [detok.decode(self.tgt_dict.string(h[0]["tokens"])) for h in hypos]
+            refs = [detok.decode(self.tgt_dict.string(utils.strip_pad(t, self.tgt_dict.pad())))
+                    for t in sample["target"]]
+            bleu = sacrebleu.corpus_bleu(hyps, [refs])
+            logging_output["_bleu_sys_len"], logging_output["_bleu_ref_len"] = bleu.sys_len, bleu.ref_len
+            for i in range(4):
+                logging_output[f"_bleu_counts_{i}"] = bleu.counts[i]
+                logging_output[f"_bleu_totals_{i}"] = bleu.totals[i]
+        return loss, sample_size, logging_output
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        if not self.cfg.eval_bleu:
+            return
+        # plain-number sums (no numpy arrays: checkpoints keep these meters and must load with
+        # torch.load's weights_only default)
+        keys = [f"_bleu_{kind}_{i}" for kind in ("counts", "totals") for i in range(4)]
+        keys += ["_bleu_sys_len", "_bleu_ref_len"]
+        sums = {key: int(sum(log.get(key, 0) for log in logging_outputs)) for key in keys}
+        if sums["_bleu_totals_0"] == 0:
+            return
+        for key, value in sums.items():
+            metrics.log_scalar_sum(key, value)
+        metrics.log_derived("bleu", lambda m: round(sacrebleu.BLEU.compute_bleu(
+            correct=[m[f"_bleu_counts_{i}"].sum for i in range(4)],
+            total=[m[f"_bleu_totals_{i}"].sum for i in range(4)],
+            sys_len=m["_bleu_sys_len"].sum, ref_len=m["_bleu_ref_len"].sum, smooth_method="exp").score, 2))
+
     def build_bpe(self, args):
         """fairseq-generate detokenizes through this: hypotheses print as plain text."""
         return LLMDetokenizer(self.tokenizer, self.tgt_dict)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, task_cfg=None, **kwargs):
         """``split`` names one manifest or several joined by commas (one dataset over all rows)."""
+        audio_root = Path(S2TDataConfig(Path(self.cfg.data) / self.cfg.config_yaml).audio_root)
         audio_paths, n_frames, examples, prompts, texts = [], [], [], [], []
         for name in split.split(","):
             tsv = Path(self.cfg.data) / f"{name}.tsv"
             rows = SpeechToTextDatasetCreator._load_samples_from_tsv(self.cfg.data, name)
             is_train = name.startswith("train")
             tasks = (["st", "asr"] if self.cfg.asr_augment else ["st"]) if is_train else [str(self.cfg.eval_task)]
-            audio_root = Path(self.data_cfg.audio_root)
             for i, row in enumerate(rows):
                 where = f"{tsv}: row {i + 2} (id {row.get('id', '?')!r})"
                 audio_paths.append((audio_root / _field(row, "audio", where)).as_posix())

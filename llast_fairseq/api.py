@@ -1,0 +1,151 @@
+"""Speech translation from Python, outside the fairseq CLI.
+
+    from llast_fairseq.api import LlastTranslator
+    st = LlastTranslator.from_checkpoint("ckpt/checkpoint_last.pt", llm_path="llm/", beam=5)
+    st.translate(["a.wav", "b.flac"], src_lang="fr", tgt_lang="en")   # -> ["...", "..."]
+
+The model, task, prompts, collater, beam search and detokenizer are the ones ``fairseq-generate``
+uses, so for the same checkpoint, beam and batches the texts are its ``D-`` lines. Inputs are
+batched by length (as fairseq does) and the results come back in input order.
+:meth:`LlastTranslator.from_exported` and :func:`load_exported` read a directory written by
+``scripts/export.py`` (LoRA merged, no peft layers).
+"""
+import json
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from fairseq import checkpoint_utils, utils
+from fairseq.data.audio.audio_utils import parse_path
+from fairseq.dataclass.configs import GenerationConfig
+from omegaconf import OmegaConf
+
+import llast_fairseq  # noqa: F401  (fills fairseq's task/model/criterion registries)
+
+from .data.audio import load_waveform
+from .data.llast_dataset import LlastDataset
+from .models.audio_encoder import LlastEncoder
+from .models.hf_llm import load_llm
+from .models.llast import LlastModel
+from .models.llm_decoder import LlastDecoder
+from .models.whisper_weights import load_whisper_encoder
+from .tasks.llast_st import LlastSTConfig, LlastSTTask
+
+EXPORT_META = "llast.json"
+
+
+def load_checkpoint(path: str, llm_path: Optional[str] = None, whisper_path: Optional[str] = None):
+    """``(model, task, cfg)`` from a training checkpoint, through fairseq's own loader.
+
+    ``llm_path`` / ``whisper_path`` replace the base-model paths saved in the checkpoint (needed
+    when they were moved, or were relative to another working directory).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path!r}")
+    overrides = {k: v for k, v in {"llm_path": llm_path, "whisper_path": whisper_path}.items() if v}
+    state = checkpoint_utils.load_checkpoint_to_cpu(path, overrides)
+    saved = state["cfg"]
+    try:
+        models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], state=state)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"{e}\n{path} was trained with llm_path={saved.task.llm_path!r} and whisper_path="
+            f"{saved.model.whisper_path!r}: pass llm_path=/whisper_path= (--llm-path/--whisper-path) "
+            "where those base models are now") from e
+    return models[0], task, cfg
+
+
+def load_exported(export_dir: str):
+    """``(model, task)`` from a ``scripts/export.py`` directory, with plain transformers,
+    openai-whisper and the adaptor: the LoRA weights are merged, no peft layer is built."""
+    root = Path(export_dir)
+    if not (root / EXPORT_META).is_file():
+        raise FileNotFoundError(f"{root} is not an exported LLaST model (no {EXPORT_META} there)")
+    meta = json.loads((root / EXPORT_META).read_text())
+    task_cfg = OmegaConf.structured(LlastSTConfig(
+        data="", llm_path=str(root / meta["llm"]), pad_token=meta["pad_token"],
+        prompt_template=meta["prompt_template"]))
+    task = LlastSTTask.setup_task(task_cfg)
+    whisper, dims = load_whisper_encoder(str(root / meta["whisper"]))
+    llm = load_llm(task_cfg.llm_path, meta["llm_dtype"])
+    encoder = LlastEncoder(whisper, dims.n_mels, llm.config.hidden_size, meta["frame_stack"],
+                           meta["trim_audio_padding"])
+    encoder.adaptor.load_state_dict(torch.load(root / meta["adaptor"], map_location="cpu", weights_only=True))
+    model = LlastModel(encoder, LlastDecoder(task.target_dictionary, llm))
+    model.requires_grad_(False)
+    return model.eval(), task
+
+
+class LlastTranslator:
+    """Beam search over a loaded LLaST model; see :meth:`translate`."""
+
+    def __init__(self, model, task, beam: int = 5, max_len_b: int = 256, device: str = "cpu",
+                 **generation):
+        """``generation``: more fairseq GenerationConfig fields (``lenpen``, ``max_len_a``, ...)."""
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.task = task
+        self.generator = task.build_generator(
+            [self.model], GenerationConfig(beam=beam, max_len_b=max_len_b, **generation))
+        self.detokenizer = task.build_bpe(None)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, llm_path: Optional[str] = None,
+                        whisper_path: Optional[str] = None, beam: int = 5, max_len_b: int = 256,
+                        device: str = "cpu", **generation) -> "LlastTranslator":
+        model, task, _ = load_checkpoint(path, llm_path, whisper_path)
+        return cls(model, task, beam, max_len_b, device, **generation)
+
+    @classmethod
+    def from_exported(cls, export_dir: str, beam: int = 5, max_len_b: int = 256,
+                      device: str = "cpu", **generation) -> "LlastTranslator":
+        model, task = load_exported(export_dir)
+        return cls(model, task, beam, max_len_b, device, **generation)
+
+    def dataset(self, audio_paths: Sequence[str], src_lang: str, tgt_lang: str,
+                task: str = "st") -> LlastDataset:
+        """The inputs as the task's dataset (index i = ``audio_paths[i]``; targets are bare EOS).
+
+        Paths use fairseq's manifest syntax (a file, or ``archive.zip:offset:length``).
+        """
+        if task not in ("st", "asr"):
+            raise ValueError(f"task must be 'st' or 'asr', got {task!r}")
+        paths = [os.fspath(p) for p in audio_paths]
+        missing = [p for p in paths if not os.path.isfile(parse_path(p)[0])]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} audio file(s) not found: {', '.join(map(repr, missing[:5]))}"
+                                    f"{' ...' if len(missing) > 5 else ''}")
+        prompt = self.task.prompts.ids(task, src_lang, src_lang if task == "asr" else tgt_lang)
+        n_samples = [len(load_waveform(p)) for p in paths]  # batching by length, as fairseq does
+        eos = self.task.target_dictionary.eos()
+        return LlastDataset("api", paths, n_samples, [(i, task) for i in range(len(paths))],
+                            [prompt] * len(paths), [[eos]] * len(paths),
+                            self.task.target_dictionary, shuffle=False)
+
+    def generate(self, audio_paths: Sequence[str], src_lang: str, tgt_lang: str,
+                 batch_size: int = 8, task: str = "st") -> List[Dict]:
+        """Best hypothesis per input, in input order: ``{"text", "tokens", "score"}`` (score: the
+        generator's length-normalized log-probability, natural log)."""
+        if not audio_paths:
+            return []
+        dataset = self.dataset(audio_paths, src_lang, tgt_lang, task)
+        batches = dataset.batch_by_size(dataset.ordered_indices(), max_sentences=batch_size)
+        tgt_dict = self.task.target_dictionary
+        results: List[Optional[Dict]] = [None] * len(dataset)
+        for batch in batches:
+            sample = dataset.collater([dataset[int(i)] for i in batch])
+            sample = utils.apply_to_sample(lambda t: t.to(self.device), sample)
+            hypos = self.task.inference_step(self.generator, [self.model], sample)
+            for i, nbest in zip(sample["id"].tolist(), hypos):
+                tokens = nbest[0]["tokens"].int().cpu()
+                symbols = tgt_dict.string(
+                    tokens, extra_symbols_to_ignore=self.generator.symbols_to_strip_from_output)
+                results[i] = {"text": self.detokenizer.decode(symbols), "tokens": tokens.tolist(),
+                              "score": float(nbest[0]["score"])}
+        return results
+
+    def translate(self, audio_paths: Sequence[str], src_lang: str, tgt_lang: str,
+                  batch_size: int = 8, task: str = "st") -> List[str]:
+        """Translations (``task="st"``) or transcripts (``"asr"``) of the audio files, in order."""
+        return [r["text"] for r in self.generate(audio_paths, src_lang, tgt_lang, batch_size, task)]
