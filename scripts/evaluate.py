@@ -64,15 +64,22 @@ def read_generate_output(path):
 
 
 def load_manifest(data_dir, subset):
-    """Rows (list of dicts) of DATA_DIR/<subset>.tsv, read like fairseq's S2T dataset does."""
+    """Rows (list of dicts) of DATA_DIR/<subset>.tsv, read like fairseq's S2T dataset does.
+
+    A comma-joined subset (``test_fr_en,test_de_en``) is the rows of each in turn, as the
+    llast_st task reads it for ``--gen-subset``.
+    """
     from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDatasetCreator
 
-    try:
-        return SpeechToTextDatasetCreator._load_samples_from_tsv(data_dir, subset)
-    except FileNotFoundError:
-        raise EvalError(
-            f"unknown subset {subset!r}: no manifest {os.path.join(data_dir, subset + '.tsv')}"
-        ) from None
+    rows = []
+    for name in subset.split(","):
+        try:
+            rows += SpeechToTextDatasetCreator._load_samples_from_tsv(data_dir, name)
+        except FileNotFoundError:
+            raise EvalError(
+                f"unknown subset {name!r}: no manifest {os.path.join(data_dir, name + '.tsv')}"
+            ) from None
+    return rows
 
 
 def _norm_ws(s):

@@ -77,6 +77,7 @@ def main():
     args = parser.parse_args()
     with open(args.text, encoding="utf-8") as f:
         texts = [line.strip() for line in f if line.strip()]
+    os.makedirs(args.out, exist_ok=True)
     make_tiny_whisper(os.path.join(args.out, "whisper.pt"), seed=args.seed)
     make_tiny_llm(os.path.join(args.out, "llm"), texts, args.vocab_size, args.hidden, args.layers,
                   args.heads, args.seed, args.init_std)

@@ -1,5 +1,4 @@
 """Dictionary <-> tokenizer agreement, prompts, audio loading, manifests."""
-import io
 import zipfile
 
 import numpy as np

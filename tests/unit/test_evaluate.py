@@ -276,3 +276,11 @@ def test_runs_with_different_subsets_are_rejected(setup):
     os.remove(os.path.join(runs[1], "generate-test_en_fr.txt"))
     with pytest.raises(ev.EvalError, match="same subsets"):
         ev.aggregate([ev.evaluate_run(data, r) for r in runs], runs)
+
+
+def test_comma_joined_subset_is_its_manifests_in_turn(setup):
+    data = setup[0]
+    rows = ev.load_manifest(str(data), "test_fr_en,test_en_fr")
+    assert rows == ev.load_manifest(str(data), "test_fr_en") + ev.load_manifest(str(data), "test_en_fr")
+    with pytest.raises(ev.EvalError, match="nope"):
+        ev.load_manifest(str(data), "test_fr_en,nope")
