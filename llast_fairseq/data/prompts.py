@@ -21,7 +21,7 @@ INSTRUCTIONS = {
 }
 
 LANGUAGE_NAMES = {
-    "ar": "Arabic", "ca": "Catalan", "cy": "Welsh", "de": "German", "en": "English",
+    "ar": "Arabic", "ca": "Catalan", "cmn": "Chinese", "cy": "Welsh", "de": "German", "en": "English",
     "es": "Spanish", "et": "Estonian", "fa": "Persian", "fr": "French", "id": "Indonesian",
     "it": "Italian", "ja": "Japanese", "lv": "Latvian", "mn": "Mongolian", "nl": "Dutch",
     "pt": "Portuguese", "ru": "Russian", "sl": "Slovenian", "sv": "Swedish", "ta": "Tamil",

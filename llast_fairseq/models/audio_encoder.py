@@ -66,7 +66,7 @@ class LlastEncoder(FairseqEncoder):
     def run_whisper(self, mel: Tensor) -> Tensor:
         """openai-whisper's AudioEncoder.forward, allowing fewer than n_audio_ctx positions."""
         w = self.whisper
-        x = F.gelu(w.conv1(mel))
+        x = F.gelu(w.conv1(mel.to(w.conv1.weight.dtype)))
         x = F.gelu(w.conv2(x)).permute(0, 2, 1)
         x = (x + w.positional_embedding[: x.size(1)]).to(x.dtype)
         for block in w.blocks:

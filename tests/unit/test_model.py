@@ -142,3 +142,24 @@ def test_beam1_matches_hf_greedy(built):
         theirs = theirs[: theirs.index(eos) + 1] if eos in theirs else theirs
         assert ours[: len(theirs)] == theirs
         assert len(ours) in (len(theirs), steps + 1)  # fairseq appends EOS at max length
+
+
+def test_slora_frame_stacking_and_full_llm_training(tiny_corpus, tiny_models, built):
+    _, task, model = build_task_and_model(
+        tiny_corpus, tiny_models, "--whisper-lora-r", "4", "--frame-stack", "3", "--llm-training", "full")
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    whisper = {n for n in trained if n.startswith("encoder.whisper.")}
+    assert whisper and all("lora_" in n for n in whisper)
+    assert {n for n, _ in model.decoder.llm.named_parameters(prefix="decoder.llm")} <= trained
+    batch = first_batch(task, "test")
+    net = batch["net_input"]
+    out = _encoder_out(model, net)
+    positions = -(-int(net["src_lengths"].max()) // 320)
+    assert out["audio_out"][0].shape[1] == -(-positions // 3)
+    assert (~out["audio_padding_mask"][0]).sum(1).tolist() == [
+        -(-(-(-int(n) // 320)) // 3) for n in net["src_lengths"]]
+    with pytest.raises(ValueError, match="--llm-lora-r"):
+        build_task_and_model(tiny_corpus, tiny_models, "--llm-lora-r", "0")
+    with pytest.raises(ValueError, match="whisper-lora-targets"):
+        build_task_and_model(tiny_corpus, tiny_models, "--whisper-lora-r", "2",
+                             "--whisper-lora-targets", "no_such_module")
