@@ -9,9 +9,15 @@ uses, so for the same checkpoint, beam and batches the texts are its ``D-`` line
 batched by length (as fairseq does) and the results come back in input order.
 :meth:`LlastTranslator.from_exported` and :func:`load_exported` read a directory written by
 ``scripts/export.py`` (LoRA merged, no peft layers).
+
+:meth:`LlastTranslator.cascade` compares end-to-end translation with a cascade through the same
+model: it transcribes (the ASR prompt), then translates its own transcript from a text prompt (the
+LLaST template with the transcript where the audio goes, as ``scripts/pretrain_text_llm.py``
+writes its text examples), with per-input timings of both steps.
 """
 import json
 import os
+import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -25,6 +31,7 @@ import llast_fairseq  # noqa: F401  (fills fairseq's task/model/criterion regist
 
 from .data.audio import load_waveform
 from .data.llast_dataset import LlastDataset
+from .data.prompts import AUDIO_PLACEHOLDER
 from .models.audio_encoder import LlastEncoder
 from .models.hf_llm import load_llm
 from .models.llast import LlastModel
@@ -77,6 +84,22 @@ def load_exported(export_dir: str):
     return model.eval(), task
 
 
+class TextPromptDataset(LlastDataset):
+    """Prompts with no audio: :class:`LlastDataset`'s batching and collater over empty waveforms,
+    so the encoder skips Whisper and the LLM reads the prompt ids alone (targets are bare EOS)."""
+
+    def __init__(self, prompts: Sequence[Sequence[int]], dictionary):
+        n = len(prompts)
+        super().__init__("api-text", [], [len(p) for p in prompts], [(i, "st") for i in range(n)],
+                         [(list(p), []) for p in prompts], [[dictionary.eos()]] * n, dictionary,
+                         shuffle=False)
+
+    def __getitem__(self, index: int):
+        before, after = self.prompts[index]
+        return {"id": index, "waveform": torch.zeros(0), "before": torch.tensor(before, dtype=torch.long),
+                "after": torch.tensor(after, dtype=torch.long), "target": self.targets[index]}
+
+
 class LlastTranslator:
     """Beam search over a loaded LLaST model; see :meth:`translate`."""
 
@@ -125,25 +148,66 @@ class LlastTranslator:
 
     def generate(self, audio_paths: Sequence[str], src_lang: str, tgt_lang: str,
                  batch_size: int = 8, task: str = "st") -> List[Dict]:
-        """Best hypothesis per input, in input order: ``{"text", "tokens", "score"}`` (score: the
-        generator's length-normalized log-probability, natural log)."""
+        """Best hypothesis per input, in input order: ``{"text", "tokens", "score", "seconds"}``
+        (score: the generator's length-normalized log-probability, natural log; seconds: see
+        :meth:`decode`)."""
         if not audio_paths:
             return []
-        dataset = self.dataset(audio_paths, src_lang, tgt_lang, task)
+        return self.decode(self.dataset(audio_paths, src_lang, tgt_lang, task), batch_size)
+
+    def decode(self, dataset: LlastDataset, batch_size: int = 8) -> List[Dict]:
+        """Beam search over a dataset's examples, batched by size; results in index order.
+
+        ``seconds``: wall time of the example's batch (loading, collating, beam search,
+        detokenizing) divided by the batch's size, so with ``batch_size=1`` it is the example's
+        latency and summed over examples it is the total time.
+        """
         batches = dataset.batch_by_size(dataset.ordered_indices(), max_sentences=batch_size)
         tgt_dict = self.task.target_dictionary
         results: List[Optional[Dict]] = [None] * len(dataset)
         for batch in batches:
+            start = time.perf_counter()
             sample = dataset.collater([dataset[int(i)] for i in batch])
             sample = utils.apply_to_sample(lambda t: t.to(self.device), sample)
             hypos = self.task.inference_step(self.generator, [self.model], sample)
-            for i, nbest in zip(sample["id"].tolist(), hypos):
+            ids = sample["id"].tolist()
+            for i, nbest in zip(ids, hypos):
                 tokens = nbest[0]["tokens"].int().cpu()
                 symbols = tgt_dict.string(
                     tokens, extra_symbols_to_ignore=self.generator.symbols_to_strip_from_output)
                 results[i] = {"text": self.detokenizer.decode(symbols), "tokens": tokens.tolist(),
                               "score": float(nbest[0]["score"])}
+            seconds = (time.perf_counter() - start) / len(ids)
+            for i in ids:
+                results[i]["seconds"] = seconds
         return results
+
+    def text_prompt(self, text: str, src_lang: str, tgt_lang: str) -> List[int]:
+        """Ids of the translation prompt with ``text`` where the audio goes, built as
+        ``scripts/pretrain_text_llm.py`` builds its text examples: template text before + ``text``
+        + template text after, tokenized as one string, BOS first when the tokenizer has one."""
+        tok = self.task.tokenizer
+        before, after = self.task.prompts.text("st", src_lang, tgt_lang).split(AUDIO_PLACEHOLDER)
+        ids = tok(before + text + after, add_special_tokens=False)["input_ids"]
+        return [tok.bos_token_id] + ids if tok.bos_token_id is not None else ids
+
+    def cascade(self, audio_paths: Sequence[str], src_lang: str, tgt_lang: str,
+                batch_size: int = 8) -> List[Dict]:
+        """Transcribe, then translate the transcript, with this one model; per input, in order:
+        ``{"transcript", "translation", "asr_seconds", "mt_seconds"}`` (seconds as in
+        :meth:`decode`; compare with :meth:`generate`'s end-to-end ``seconds``).
+
+        Step 1 is :meth:`generate` with ``task="asr"``; step 2 decodes :meth:`text_prompt` of each
+        transcript with the same beam search, the audio left out (no Whisper run).
+        """
+        if not audio_paths:
+            return []
+        self.task.prompts.text("st", src_lang, tgt_lang)  # unknown languages fail before decoding
+        asr = self.generate(audio_paths, src_lang, tgt_lang, batch_size, task="asr")
+        prompts = [self.text_prompt(r["text"], src_lang, tgt_lang) for r in asr]
+        mt = self.decode(TextPromptDataset(prompts, self.task.target_dictionary), batch_size)
+        return [{"transcript": a["text"], "translation": m["text"], "asr_seconds": a["seconds"],
+                 "mt_seconds": m["seconds"]} for a, m in zip(asr, mt)]
 
     def translate(self, audio_paths: Sequence[str], src_lang: str, tgt_lang: str,
                   batch_size: int = 8, task: str = "st") -> List[str]:

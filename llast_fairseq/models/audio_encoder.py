@@ -79,7 +79,15 @@ class LlastEncoder(FairseqEncoder):
         """``src_tokens``: waveforms ``[batch, samples]`` (16 kHz, zero-padded); prompts: ids
         ``[batch, len]`` right-padded. Returns the adapted audio ``[batch, T_a, d_llm]``, its padding
         mask ``[batch, T_a]`` (True = padding) and the prompt ids with their padding masks.
+
+        Text-only batches: ``src_tokens`` with zero columns (no audio in any row) gives ``T_a = 0``
+        without running Whisper, so the prefix is just the prompt ids (cascade MT in the API).
         """
+        if src_tokens.size(1) == 0:
+            out = self.adaptor.layers[-1]
+            audio = out.weight.new_zeros(src_tokens.size(0), 0, out.out_features)
+            return self.encoder_out(audio, torch.zeros_like(audio[..., 0], dtype=torch.bool), prompt_before,
+                                    prompt_before_lengths, prompt_after, prompt_after_lengths)
         if int(src_lengths.max()) > N_SAMPLES:
             raise ValueError(
                 f"an utterance has {int(src_lengths.max())} samples; Whisper takes at most "
@@ -92,9 +100,16 @@ class LlastEncoder(FairseqEncoder):
         valid = torch.clamp(torch.ceil(src_lengths / SAMPLES_PER_POSITION).long(), max=states.size(1))
         states, valid = self.stack_frames(states, valid)
         steps = torch.arange(states.size(1), device=states.device)
+        return self.encoder_out(self.adaptor(states), steps[None, :] >= valid[:, None], prompt_before,
+                                prompt_before_lengths, prompt_after, prompt_after_lengths)
+
+    @staticmethod
+    def encoder_out(audio: Tensor, audio_padding_mask: Tensor, prompt_before: Tensor,
+                    prompt_before_lengths: Tensor, prompt_after: Tensor, prompt_after_lengths: Tensor):
+        """What :meth:`forward` returns, from the adapted audio and its padding mask."""
         return {
-            "audio_out": [self.adaptor(states)],
-            "audio_padding_mask": [steps[None, :] >= valid[:, None]],
+            "audio_out": [audio],
+            "audio_padding_mask": [audio_padding_mask],
             "prompt_before": [prompt_before],
             "prompt_before_padding_mask": [_padding_mask(prompt_before, prompt_before_lengths)],
             "prompt_after": [prompt_after],
