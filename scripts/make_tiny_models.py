@@ -10,6 +10,7 @@ They load through exactly the code path a user's real checkpoint takes.
     python scripts/make_tiny_models.py --text corpus.txt --out models/
 """
 import argparse
+import json
 import os
 import tempfile
 from typing import Iterable
@@ -61,6 +62,47 @@ def make_tiny_llm(out_dir: str, texts: Iterable[str], vocab_size: int = 512, hid
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(out_dir)
+    return out_dir
+
+
+QWEN2_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_tiny_qwen2(out_dir: str, texts: Iterable[str], vocab_size: int = 400, hidden: int = 64,
+                    layers: int = 2, heads: int = 4, seed: int = 0) -> str:
+    """Random-init Qwen2 with a byte-level BPE tokenizer like Qwen2's: no unk token, EOS
+    ``<|im_end|>``, pad ``<|endoftext|>`` and a ChatML chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(list(texts), trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        chat_template=QWEN2_CHAT_TEMPLATE)
+    tokenizer.save_pretrained(out_dir)
+    config_path = os.path.join(out_dir, "tokenizer_config.json")
+    with open(config_path) as f:
+        tokenizer_config = json.load(f)
+    tokenizer_config["unk_token"] = None  # as Qwen2 ships it (else Qwen2Tokenizer defaults one)
+    with open(config_path, "w") as f:
+        json.dump(tokenizer_config, f, indent=1)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer) + 7, hidden_size=hidden, intermediate_size=4 * hidden,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
+        max_position_embeddings=2048, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+        tie_word_embeddings=True, initializer_range=0.2,
+    )  # Qwen2's LM head is wider than its tokenizer: spare rows get placeholder symbols
+    torch.manual_seed(seed)
+    Qwen2ForCausalLM(config).save_pretrained(out_dir)
     return out_dir
 
 

@@ -46,6 +46,9 @@ class LlastConfig(FairseqDataclass):
     whisper_lora_dropout: float = field(default=0.05, metadata={"help": "S-LoRA dropout"})
     whisper_lora_targets: str = field(
         default=WHISPER_LINEARS, metadata={"help": "Whisper encoder modules for S-LoRA, comma-separated"})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute the LLM's activations in the backward pass (less "
+                                         "memory for long audio prefixes, about a third more compute)"})
     frame_stack: int = field(
         default=1, metadata={"help": "stack k consecutive Whisper states before the adaptor (paper: 1)"})
     trim_audio_padding: bool = field(
@@ -78,6 +81,8 @@ class LlastModel(FairseqEncoderDecoderModel):
                  cfg.llm_lora_dropout, cfg.llm_lora_targets)
         if training == "full":
             llm.requires_grad_(True)
+        if getattr(cfg, "gradient_checkpointing", False):  # absent from older checkpoints
+            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         encoder = LlastEncoder(whisper, dims.n_mels, llm.config.hidden_size, cfg.frame_stack,
                                cfg.trim_audio_padding)
         return cls(encoder, LlastDecoder(task.target_dictionary, llm))

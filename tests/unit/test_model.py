@@ -163,3 +163,51 @@ def test_slora_frame_stacking_and_full_llm_training(tiny_corpus, tiny_models, bu
     with pytest.raises(ValueError, match="whisper-lora-targets"):
         build_task_and_model(tiny_corpus, tiny_models, "--whisper-lora-r", "2",
                              "--whisper-lora-targets", "no_such_module")
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_corpus, tiny_models):
+    grads = []
+    for extra in ([], ["--gradient-checkpointing"]):
+        torch.manual_seed(0)
+        cfg, task, model = build_task_and_model(tiny_corpus, tiny_models, *extra)
+        model.train()
+        assert model.decoder.llm.is_gradient_checkpointing == bool(extra)
+        loss, _, _ = task.build_criterion(cfg.criterion)(model, first_batch(task, "test"))
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    (loss_a, grad_a), (loss_b, grad_b) = grads
+    assert torch.allclose(loss_a, loss_b, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grad_a, grad_b))
+
+
+def test_qwen2_style_llm_with_chat_template_and_no_unk(tiny_corpus, tiny_models, tmp_path):
+    """A byte-level BPE LLM without unk, EOS <|im_end|>, pad <|endoftext|>, a wider LM head, and
+    the tokenizer's own chat template: trains a step and beam-searches through fairseq."""
+    from conftest import PAIRS
+    from make_tiny_models import make_tiny_qwen2
+
+    qwen = tmp_path / "qwen2"
+    make_tiny_qwen2(str(qwen), [t for s, t_, _, _ in PAIRS for t in (s, t_)] * 20)
+    cfg, task, model = build_task_and_model(
+        tiny_corpus, tiny_models, "--llm-path", str(qwen), "--prompt-template", "chat")
+    d, tok = task.target_dictionary, task.tokenizer
+    assert tok.unk_token_id is None and (d.pad(), d.eos()) == (tok.pad_token_id, tok.eos_token_id)
+    assert len(d) == model.decoder.llm.config.vocab_size == len(tok) + 7
+    before, after = task.prompts.ids("st", "fr", "en")
+    assert tok.decode(before + after) == (
+        "<|im_start|>user\n\nPlease translate the French sentence into English.<|im_end|>\n"
+        "<|im_start|>assistant\n")
+    batch = first_batch(task, "test")
+    loss, _, _ = task.build_criterion(cfg.criterion)(model, batch)
+    loss.backward()
+    model.eval()
+    hypos = SequenceGenerator([model], d, beam_size=2, max_len_b=5).generate([model], batch)
+    assert len(hypos) == 4 and all(h[0]["tokens"].numel() >= 1 for h in hypos)
+    # Llama-3 style: neither a pad (other than EOS) nor an unk token -> --pad-token is required
+    from llast_fairseq.data.llm_dictionary import build_llm_dictionary
+
+    tok.pad_token = None
+    with pytest.raises(ValueError, match="--pad-token"):
+        build_llm_dictionary(tok, len(d))
+    reserved = tok.convert_tokens_to_ids("<|im_start|>")
+    assert build_llm_dictionary(tok, len(d), pad_token="<|im_start|>").pad() == reserved
