@@ -39,4 +39,6 @@ def add_lora(module: nn.Module, name: str, r: int, alpha: float, dropout: float,
         raise ValueError(f"--{name.replace('_', '-')}-targets {targets!r}: {e}") from e
     for pname, p in module.named_parameters():
         p.requires_grad = "lora_" in pname
+        if p.requires_grad:  # train adapters in float32 even over a bfloat16/float16 base
+            p.data = p.data.float()
     return module

@@ -211,3 +211,14 @@ def test_qwen2_style_llm_with_chat_template_and_no_unk(tiny_corpus, tiny_models,
         build_llm_dictionary(tok, len(d))
     reserved = tok.convert_tokens_to_ids("<|im_start|>")
     assert build_llm_dictionary(tok, len(d), pad_token="<|im_start|>").pad() == reserved
+
+
+def test_bfloat16_llm_keeps_float32_lora_and_trains(tiny_corpus, tiny_models):
+    cfg, task, model = build_task_and_model(tiny_corpus, tiny_models, "--llm-dtype", "bfloat16")
+    llm = model.decoder.llm
+    assert llm.get_input_embeddings().weight.dtype == torch.bfloat16
+    lora = [p for n, p in llm.named_parameters() if "lora_" in n]
+    assert lora and all(p.dtype == torch.float32 for p in lora)
+    loss, _, _ = task.build_criterion(cfg.criterion)(model, first_batch(task, "test"))
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in lora)
