@@ -34,9 +34,10 @@ START = time.time()
 # default: the real demo (about 25 minutes on 2 cores); tiny: the same path in about a minute (tests)
 PRESETS = {
     "default": dict(corpus="default", llm=dict(vocab_size=2000, hidden=256, layers=4, heads=4),
-                    text_epochs=1.0, max_update=600, validate_every=150, batch_size=32, log_every=25),
+                    text_epochs=0.5, max_update=2000, validate_every=500, batch_size=8, lr=1e-3,
+                    log_every=50),
     "tiny": dict(corpus="tiny", llm=dict(vocab_size=600, hidden=64, layers=2, heads=4),
-                 text_epochs=1.0, max_update=12, validate_every=6, batch_size=8, log_every=2),
+                 text_epochs=1.0, max_update=12, validate_every=6, batch_size=8, lr=1e-3, log_every=2),
 }
 
 
@@ -262,13 +263,13 @@ def main():
                         help="default: the demo; tiny: a small corpus and model, same path (for tests)")
     parser.add_argument("--max-update", type=int, help="training updates (preset's if not given)")
     parser.add_argument("--validate-every", type=int, help="updates between dev BLEU checks")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine schedule, 3%% warmup)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (cosine schedule, 3%% warmup)")
     parser.add_argument("--seed", type=int, default=1, help="training seed")
     parser.add_argument("--random-encoder", action="store_true",
                         help="ablation: a random-init encoder of tiny.en's size instead of pretrained tiny.en")
     args = parser.parse_args()
-    for key in ("max_update", "validate_every", "batch_size"):
-        if getattr(args, key, None) is None:
+    for key in ("max_update", "validate_every", "batch_size", "lr"):
+        if getattr(args, key, None) is None:  # --batch-size has no flag: always the preset's
             setattr(args, key, PRESETS[args.preset][key])
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
 
