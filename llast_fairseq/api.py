@@ -31,7 +31,6 @@ import llast_fairseq  # noqa: F401  (fills fairseq's task/model/criterion regist
 
 from .data.audio import load_waveform
 from .data.llast_dataset import LlastDataset
-from .data.prompts import AUDIO_PLACEHOLDER
 from .models.audio_encoder import LlastEncoder
 from .models.hf_llm import load_llm
 from .models.llast import LlastModel
@@ -182,29 +181,21 @@ class LlastTranslator:
                 results[i]["seconds"] = seconds
         return results
 
-    def text_prompt(self, text: str, src_lang: str, tgt_lang: str) -> List[int]:
-        """Ids of the translation prompt with ``text`` where the audio goes, built as
-        ``scripts/pretrain_text_llm.py`` builds its text examples: template text before + ``text``
-        + template text after, tokenized as one string, BOS first when the tokenizer has one."""
-        tok = self.task.tokenizer
-        before, after = self.task.prompts.text("st", src_lang, tgt_lang).split(AUDIO_PLACEHOLDER)
-        ids = tok(before + text + after, add_special_tokens=False)["input_ids"]
-        return [tok.bos_token_id] + ids if tok.bos_token_id is not None else ids
-
     def cascade(self, audio_paths: Sequence[str], src_lang: str, tgt_lang: str,
                 batch_size: int = 8) -> List[Dict]:
         """Transcribe, then translate the transcript, with this one model; per input, in order:
         ``{"transcript", "translation", "asr_seconds", "mt_seconds"}`` (seconds as in
         :meth:`decode`; compare with :meth:`generate`'s end-to-end ``seconds``).
 
-        Step 1 is :meth:`generate` with ``task="asr"``; step 2 decodes :meth:`text_prompt` of each
-        transcript with the same beam search, the audio left out (no Whisper run).
+        Step 1 is :meth:`generate` with ``task="asr"``; step 2 decodes each transcript in the
+        translation prompt (``PromptBuilder.ids_with_text``, as the demo's text pretraining builds
+        them) with the same beam search, the audio left out (no Whisper run).
         """
         if not audio_paths:
             return []
         self.task.prompts.text("st", src_lang, tgt_lang)  # unknown languages fail before decoding
         asr = self.generate(audio_paths, src_lang, tgt_lang, batch_size, task="asr")
-        prompts = [self.text_prompt(r["text"], src_lang, tgt_lang) for r in asr]
+        prompts = [self.task.prompts.ids_with_text("st", src_lang, tgt_lang, r["text"]) for r in asr]
         mt = self.decode(TextPromptDataset(prompts, self.task.target_dictionary), batch_size)
         return [{"transcript": a["text"], "translation": m["text"], "asr_seconds": a["seconds"],
                  "mt_seconds": m["seconds"]} for a, m in zip(asr, mt)]

@@ -19,7 +19,7 @@ import torch
 from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDatasetCreator
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from llast_fairseq.data.prompts import AUDIO_PLACEHOLDER, PromptBuilder
+from llast_fairseq.data.prompts import PromptBuilder
 
 
 def text_examples(tokenizer, rows, template: str = "llama2"):
@@ -29,9 +29,7 @@ def text_examples(tokenizer, rows, template: str = "llama2"):
     for row in rows:
         src, tgt = row["src_lang"], row["tgt_lang"]
         for task, lang, answer in (("st", tgt, row["tgt_text"]), ("asr", src, row["src_text"])):
-            before, after = prompts.text(task, src, lang).split(AUDIO_PLACEHOLDER)
-            prompt = tokenizer(before + row["src_text"] + after, add_special_tokens=False)["input_ids"]
-            prompt = [tokenizer.bos_token_id] + prompt if tokenizer.bos_token_id is not None else prompt
+            prompt = prompts.ids_with_text(task, src, lang, row["src_text"])
             answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
             examples.append((prompt + answer_ids, len(prompt)))
     return examples

@@ -78,9 +78,19 @@ class PromptBuilder:
         if key not in self._cache:
             before, after = self.text(task, src_lang, tgt_lang).split(AUDIO_PLACEHOLDER)
             tok = self.tokenizer
-            before_ids = tok(before, add_special_tokens=False)["input_ids"]
-            bos = tok.bos_token_id
-            if self.template != "chat" and bos is not None and bos != tok.eos_token_id:
-                before_ids = [bos] + before_ids
-            self._cache[key] = (before_ids, tok(after, add_special_tokens=False)["input_ids"])
+            self._cache[key] = (self._with_bos(tok(before, add_special_tokens=False)["input_ids"]),
+                                tok(after, add_special_tokens=False)["input_ids"])
         return self._cache[key]
+
+    def ids_with_text(self, task: str, src_lang: str, tgt_lang: str, text: str) -> List[int]:
+        """The prompt's ids with ``text`` where the audio goes, tokenized as one string (text
+        pretraining, and the cascade's text translation step)."""
+        before, after = self.text(task, src_lang, tgt_lang).split(AUDIO_PLACEHOLDER)
+        return self._with_bos(self.tokenizer(before + text + after, add_special_tokens=False)["input_ids"])
+
+    def _with_bos(self, ids: List[int]) -> List[int]:
+        """BOS first for plain templates (a chat template writes its own)."""
+        bos = self.tokenizer.bos_token_id
+        if self.template != "chat" and bos is not None and bos != self.tokenizer.eos_token_id:
+            return [bos] + ids
+        return ids

@@ -100,7 +100,7 @@ def test_text_only_encoder_and_prefix(translator, monkeypatch):
 
     model = translator.model
     monkeypatch.setattr(model.encoder, "run_whisper", lambda mel: pytest.fail("Whisper ran"))
-    prompts = [translator.text_prompt(t, "fr", "en") for t in ("Le chat dort.", "Bonjour tout le monde.")]
+    prompts = [translator.task.prompts.ids_with_text("st", "fr", "en", t) for t in ("Le chat dort.", "Bonjour tout le monde.")]
     dataset = TextPromptDataset(prompts, translator.task.target_dictionary)
     batch = dataset.collater([dataset[0], dataset[1]])
     net_input = batch["net_input"]
