@@ -274,7 +274,8 @@ def main():
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
 
     corpus, whisper, llm = prepare(args)
-    work = Path(args.work_dir or REPO / "work_dirs" / f"demo-{args.preset}")
+    suffix = "-random-encoder" if args.random_encoder else ""
+    work = Path(args.work_dir or REPO / "work_dirs" / f"demo-{args.preset}{suffix}")
     work.mkdir(parents=True, exist_ok=True)
     save_dir = work / "checkpoints"
     seconds = {"prepare": round(time.time() - START)}
