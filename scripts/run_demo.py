@@ -191,7 +191,7 @@ def prepare(args):
 
 def prompt_texts():
     """The demo's prompts as text, so its tokenizer knows their words as a real LLM's does
-    (trained on the corpus alone it spends 47 pieces on one prompt; a Llama tokenizer about 20)."""
+    (trained on the corpus alone it spends 47 pieces on one prompt, with the prompts 20)."""
     from llast_fairseq.data.prompts import AUDIO_PLACEHOLDER, PromptBuilder
 
     prompts = PromptBuilder(tokenizer=None)
