@@ -25,7 +25,6 @@ Re-running with the same arguments exits at once; an interrupted run resumes.
 """
 
 import argparse
-import csv
 import hashlib
 import importlib.util
 import json
@@ -43,6 +42,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import s2t_manifest  # noqa: E402  (scripts/ is not a package)
 
 VERSION = 1
 REPO = Path(__file__).resolve().parents[1]
@@ -251,15 +253,11 @@ def synthesize_all(plan, out, workers):
 # ---------------------------------------------------------------------------
 
 def write_tsv(path, plan, frames):
-    """Write a manifest like fairseq's save_df_to_tsv (tab, QUOTE_NONE, escapechar \\)."""
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, delimiter="\t", quoting=csv.QUOTE_NONE,
-                                escapechar="\\", lineterminator="\n")
-        writer.writeheader()
-        for u in plan:
-            writer.writerow({"id": u.id, "audio": u.audio, "n_frames": frames[u.id], "tgt_text": u.tgt_text,
-                             "src_text": u.src_text, "src_lang": u.src_lang, "tgt_lang": u.tgt_lang,
-                             "speaker": u.speaker})
+    """Write a manifest that fairseq's S2T reader returns byte-exact (see s2t_manifest.write_tsv)."""
+    s2t_manifest.write_tsv(path, COLUMNS, [
+        {"id": u.id, "audio": u.audio, "n_frames": frames[u.id], "tgt_text": u.tgt_text,
+         "src_text": u.src_text, "src_lang": u.src_lang, "tgt_lang": u.tgt_lang, "speaker": u.speaker}
+        for u in plan])
 
 
 def write_outputs(out, plan, frames, directions):

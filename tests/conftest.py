@@ -4,7 +4,6 @@ Speech is synthesized by espeak-ng (real audio files, 22.05 kHz wav, so the load
 the LLM tokenizer is a SentencePiece model trained on the corpus text, and both models are
 saved exactly as a user's real checkpoints would be (openai-whisper .pt, HF directory).
 """
-import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
+import s2t_manifest  # noqa: E402
 from make_tiny_models import make_tiny_llm, make_tiny_whisper  # noqa: E402
 
 COLUMNS = ["id", "audio", "n_frames", "tgt_text", "src_text", "src_lang", "tgt_lang", "speaker"]
@@ -33,11 +33,7 @@ PAIRS = [
 
 
 def write_manifest(path: Path, rows):
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, delimiter="\t", quoting=csv.QUOTE_NONE,
-                                escapechar="\\", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    s2t_manifest.write_tsv(path, COLUMNS, rows)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import s2t_manifest
 from conftest import build_task_and_model, write_manifest
 
 from llast_fairseq.data.audio import load_waveform
@@ -117,12 +118,7 @@ def test_manifest_errors_name_file_row_and_field(tiny_corpus, tiny_models, tmp_p
 def test_lang_columns_may_come_from_flags(tiny_corpus, tiny_models, tmp_path):
     rows = [{k: v for k, v in r.items() if k not in ("src_lang", "tgt_lang")}
             for r in _rows(tiny_corpus) if r["src_lang"] == "fr"]
-    import csv
-    with open(tmp_path / "test.tsv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t", quoting=csv.QUOTE_NONE,
-                           lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+    s2t_manifest.write_tsv(tmp_path / "test.tsv", list(rows[0]), rows)
     (tmp_path / "config.yaml").write_text(f"audio_root: {tiny_corpus}\n")
     _, task, _ = build_task_and_model(tmp_path, tiny_models)
     with pytest.raises(ValueError, match="field 'src_lang' is missing.*--src-lang"):
