@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import FairseqEncoderDecoderModel, register_model, register_model_architecture
-from omegaconf import II
 
 from .audio_encoder import LlastEncoder
 from .hf_llm import DTYPES, load_llm
@@ -27,7 +26,6 @@ class LlastConfig(FairseqDataclass):
     whisper_path: str = field(
         default="", metadata={"help": "openai-whisper checkpoint file (e.g. large-v3.pt) or a local "
                                       "Hugging Face Whisper directory; only its encoder is used"})
-    llm_path: str = II("task.llm_path")
     llm_dtype: ChoiceEnum(list(DTYPES)) = field(
         default="float32", metadata={"help": "dtype of the frozen LLM weights (bfloat16 on GPUs)"})
     llm_training: ChoiceEnum(["lora", "full", "frozen"]) = field(
