@@ -1,0 +1,21 @@
+"""scripts/text_prompt_bleu.py: an LLM's text translation in LLaST's prompt, scored like evaluate.py."""
+import sacrebleu
+import torch
+from conftest import PAIRS
+from text_prompt_bleu import text_prompt_bleu
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+def test_greedy_translation_of_the_text_prompt_scored_with_the_direction_settings(tiny_models):
+    rows = [dict(src_text=s, tgt_text=t, src_lang=sl, tgt_lang=tl) for s, t, sl, tl in PAIRS if sl == "fr"]
+    bleu, hyps = text_prompt_bleu(str(tiny_models / "llm"), rows, max_new_tokens=6)
+    # the prompt, written out independently: Llama-2 chat with the source text where audio goes
+    tok = AutoTokenizer.from_pretrained(tiny_models / "llm")
+    llm = AutoModelForCausalLM.from_pretrained(tiny_models / "llm").eval()
+    text = f"[INST] {rows[0]['src_text']}\nPlease translate the French sentence into English. [/INST]"
+    ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
+    out = llm.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False,
+                       eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    assert hyps[0] == tok.decode(out[0, len(ids):], skip_special_tokens=True).strip() != ""
+    assert len(hyps) == len(rows)
+    assert bleu == sacrebleu.corpus_bleu(hyps, [[r["tgt_text"] for r in rows]], lowercase=True).score
