@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 import llast_fairseq  # noqa: F401  (fills fairseq's task/model/criterion registries)
 
-from .data.audio import load_waveform
+from .data.audio import waveform_length
 from .data.llast_dataset import LlastDataset
 from .models.audio_encoder import LlastEncoder
 from .models.hf_llm import load_llm
@@ -139,7 +139,7 @@ class LlastTranslator:
             raise FileNotFoundError(f"{len(missing)} audio file(s) not found: {', '.join(map(repr, missing[:5]))}"
                                     f"{' ...' if len(missing) > 5 else ''}")
         prompt = self.task.prompts.ids(task, src_lang, src_lang if task == "asr" else tgt_lang)
-        n_samples = [len(load_waveform(p)) for p in paths]  # batching by length, as fairseq does
+        n_samples = [waveform_length(p) for p in paths]  # batching by length, as fairseq does
         eos = self.task.target_dictionary.eos()
         return LlastDataset("api", paths, n_samples, [(i, task) for i in range(len(paths))],
                             [prompt] * len(paths), [[eos]] * len(paths),

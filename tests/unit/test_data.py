@@ -8,7 +8,7 @@ import torch
 import s2t_manifest
 from conftest import build_task_and_model, write_manifest
 
-from llast_fairseq.data.audio import load_waveform
+from llast_fairseq.data.audio import load_waveform, waveform_length
 from llast_fairseq.data.llm_dictionary import LLMDetokenizer, build_llm_dictionary
 from llast_fairseq.data.prompts import PromptBuilder, language_name
 from llast_fairseq.models.hf_llm import load_tokenizer
@@ -94,6 +94,8 @@ def test_audio_formats_resampling_and_zip_entries(tmp_path):
         offset = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
     entry = load_waveform(f"{tmp_path / 'audio.zip'}:{offset}:{info.file_size}")
     assert np.array_equal(entry, wav)
+    assert waveform_length(f"{tmp_path / 'audio.zip'}:{offset}:{info.file_size}") == 16000
+    assert waveform_length(str(tmp_path / "a.flac")) == 16000
     (tmp_path / "bad.wav").write_bytes(b"not audio")
     with pytest.raises(ValueError, match="bad.wav"):
         load_waveform(str(tmp_path / "bad.wav"))
