@@ -3,6 +3,7 @@
 waveform [batch, samples] -> log-mel [batch, n_mels, frames] -> Whisper [batch, frames/2, d_whisper]
 -> frame stacking [batch, frames/2/k, d_whisper*k] -> adaptor [batch, T_a, d_llm]
 """
+import hashlib
 import math
 from typing import Dict, List
 
@@ -35,12 +36,16 @@ class LlastEncoder(FairseqEncoder):
     """Audio to adapted LLM-space embeddings; the prompt ids ride along for the decoder.
 
     ``trim_padding=False`` pads every utterance to Whisper's 30 s (1500 positions), as Whisper and
-    LLaST do; ``True`` pads only to the longest utterance of the batch and slices the positional
-    embedding (about 10x faster for short audio). Train and decode with the same setting.
+    LLaST do; ``True`` runs Whisper on each utterance at its own length and slices the positional
+    embedding (about 10x faster for short audio). Either way an utterance's Whisper states do not
+    depend on the rest of its batch. Train and decode with the same setting.
+
+    ``cache_states=True`` keeps each utterance's Whisper states in memory, keyed by a hash of its
+    samples, so later epochs skip the frozen encoder; it needs Whisper frozen (no S-LoRA).
     """
 
     def __init__(self, whisper: AudioEncoder, n_mels: int, d_llm: int, frame_stack: int = 1,
-                 trim_padding: bool = False):
+                 trim_padding: bool = False, cache_states: bool = False):
         super().__init__(dictionary=None)
         if frame_stack < 1:
             raise ValueError(f"--frame-stack must be >= 1, got {frame_stack}")
@@ -50,18 +55,47 @@ class LlastEncoder(FairseqEncoder):
         self.trim_padding = trim_padding
         d_whisper = whisper.ln_post.normalized_shape[0]
         self.adaptor = Adaptor(d_whisper * frame_stack, d_llm)
+        if cache_states and any(p.requires_grad for p in whisper.parameters()):
+            raise ValueError("--cache-whisper-states needs a frozen Whisper encoder: set --whisper-lora-r 0")
+        self.state_cache = {} if cache_states else None
 
-    def features(self, waveforms: Tensor, lengths: Tensor) -> Tensor:
-        """Whisper log-mel per utterance, zero-padded audio as Whisper pads: ``[batch, n_mels, frames]``."""
-        if self.trim_padding:
-            total = math.ceil(int(lengths.max()) / SAMPLES_PER_POSITION) * SAMPLES_PER_POSITION
-        else:
-            total = N_SAMPLES
+    def features(self, waveforms: Tensor, lengths: Tensor, total: int = N_SAMPLES) -> Tensor:
+        """Whisper log-mel per utterance, audio zero-padded to ``total`` samples as Whisper pads:
+        ``[batch, n_mels, total / HOP_LENGTH]``."""
         mels = [
             log_mel_spectrogram(w[:n], self.n_mels, padding=total - int(n))
             for w, n in zip(waveforms.float(), lengths)
         ]
         return torch.stack(mels)
+
+    def whisper_states(self, waveforms: Tensor, lengths: Tensor) -> List[Tensor]:
+        """Whisper's output for each utterance's own positions (not its padding),
+        ``[ceil(samples / 320), d_whisper]``; from the cache when it is on."""
+        if self.state_cache is None:
+            return self._run_per_utterance(waveforms, lengths)
+        keys = [hashlib.blake2b(w[:n].cpu().numpy().tobytes(), digest_size=16).digest()
+                for w, n in zip(waveforms, lengths)]
+        todo = [i for i, key in enumerate(keys) if key not in self.state_cache]
+        if todo:
+            for i, states in zip(todo, self._run_per_utterance(waveforms[todo], lengths[todo])):
+                self.state_cache[keys[i]] = states.detach().clone()  # not a view of the batch
+        return [self.state_cache[key] for key in keys]
+
+    def _run_per_utterance(self, waveforms: Tensor, lengths: Tensor) -> List[Tensor]:
+        """Whisper on utterances padded to 30 s, or trimmed: batched by equal position count, so
+        that an utterance's padding is its own and never the batch's."""
+        if not self.trim_padding:
+            states = self.run_whisper(self.features(waveforms, lengths))
+            return [s[: _positions(n)] for s, n in zip(states, lengths)]
+        out = [None] * len(lengths)
+        groups = {}
+        for i, n in enumerate(lengths):
+            groups.setdefault(_positions(n), []).append(i)
+        for positions, rows in groups.items():
+            mel = self.features(waveforms[rows], lengths[rows], positions * SAMPLES_PER_POSITION)
+            for i, states in zip(rows, self.run_whisper(mel)):
+                out[i] = states
+        return out
 
     def run_whisper(self, mel: Tensor) -> Tensor:
         """openai-whisper's AudioEncoder.forward, allowing fewer than n_audio_ctx positions."""
@@ -93,11 +127,11 @@ class LlastEncoder(FairseqEncoder):
                 f"an utterance has {int(src_lengths.max())} samples; Whisper takes at most "
                 f"{N_SAMPLES} (30 s at 16 kHz): split or filter long audio in the manifest"
             )
-        mel = self.features(src_tokens, src_lengths)
         whisper_trainable = any(p.requires_grad for p in self.whisper.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and whisper_trainable):
-            states = self.run_whisper(mel)
-        valid = torch.clamp(torch.ceil(src_lengths / SAMPLES_PER_POSITION).long(), max=states.size(1))
+            per_utterance = self.whisper_states(src_tokens, src_lengths)
+        states = nn.utils.rnn.pad_sequence(per_utterance, batch_first=True)
+        valid = torch.tensor([len(s) for s in per_utterance], device=states.device)
         states, valid = self.stack_frames(states, valid)
         steps = torch.arange(states.size(1), device=states.device)
         return self.encoder_out(self.adaptor(states), steps[None, :] >= valid[:, None], prompt_before,
@@ -128,6 +162,11 @@ class LlastEncoder(FairseqEncoder):
     def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor):
         return {key: [t.index_select(0, new_order) for t in value]
                 for key, value in encoder_out.items()}
+
+
+def _positions(samples: Tensor) -> int:
+    """Whisper positions that hold an utterance of ``samples`` samples."""
+    return math.ceil(int(samples) / SAMPLES_PER_POSITION)
 
 
 def _padding_mask(ids: Tensor, lengths: Tensor) -> Tensor:

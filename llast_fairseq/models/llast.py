@@ -53,6 +53,11 @@ class LlastConfig(FairseqDataclass):
         default=False,
         metadata={"help": "pad audio to the longest in the batch, not to Whisper's 30 s (much faster "
                           "for short audio; decode with the setting the model was trained with)"})
+    cache_whisper_states: bool = field(
+        default=False,
+        metadata={"help": "keep each utterance's frozen Whisper output in RAM so later epochs skip the "
+                          "encoder (about 77 KB per second of audio with a 384-wide encoder like "
+                          "tiny; needs --whisper-lora-r 0); for small corpora trained many epochs"})
 
 
 @register_model("llast", dataclass=LlastConfig)
@@ -82,7 +87,7 @@ class LlastModel(FairseqEncoderDecoderModel):
         if getattr(cfg, "gradient_checkpointing", False):  # absent from older checkpoints
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         encoder = LlastEncoder(whisper, dims.n_mels, llm.config.hidden_size, cfg.frame_stack,
-                               cfg.trim_audio_padding)
+                               cfg.trim_audio_padding, getattr(cfg, "cache_whisper_states", False))
         return cls(encoder, LlastDecoder(task.target_dictionary, llm))
 
     def max_positions(self):

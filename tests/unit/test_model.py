@@ -32,6 +32,48 @@ def test_encoder_shapes_and_masks(built):
     assert out["prompt_before_padding_mask"][0].shape == net["prompt_before"].shape
 
 
+@pytest.mark.parametrize("trim", [True, False])
+def test_whisper_states_do_not_depend_on_the_batch_and_the_cache_is_exact(built, trim):
+    _, task, model = built
+    net = first_batch(task, "test")["net_input"]
+    encoder = model.encoder
+    encoder.trim_padding = trim
+    try:
+        with torch.no_grad():
+            batched = encoder.whisper_states(net["src_tokens"], net["src_lengths"])
+            for row, states in enumerate(batched):
+                n = int(net["src_lengths"][row])
+                alone = encoder.whisper_states(net["src_tokens"][row : row + 1, :n], net["src_lengths"][row : row + 1])
+                assert states.size(0) == -(-n // 320)
+                torch.testing.assert_close(states, alone[0], atol=1e-5, rtol=0)
+            # two utterances with the same position count run as one batch, each still as if alone
+            n = int(net["src_lengths"][0])
+            m = (-(-n // 320) - 1) * 320 + 1
+            pair = encoder.whisper_states(net["src_tokens"][:1].repeat(2, 1), torch.tensor([n, m]))
+            short = encoder.whisper_states(net["src_tokens"][:1, :m], torch.tensor([m]))
+            torch.testing.assert_close(pair[0], batched[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(pair[1], short[0], atol=1e-5, rtol=0)
+            encoder.state_cache = {}
+            calls = []
+            original = encoder.run_whisper
+            encoder.run_whisper = lambda mel: calls.append(mel.size(0)) or original(mel)
+            first = encoder.whisper_states(net["src_tokens"][:2], net["src_lengths"][:2])
+            again = encoder.whisper_states(net["src_tokens"], net["src_lengths"])
+            assert sum(calls) == 4  # rows 0 and 1 once each, then only rows 2 and 3
+            assert len(encoder.state_cache) == 4
+            for a, b in zip(first + again, batched[:2] + batched):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    finally:
+        encoder.trim_padding = True
+        encoder.state_cache = None
+        del encoder.run_whisper
+
+
+def test_whisper_state_cache_needs_a_frozen_whisper(tiny_corpus, tiny_models):
+    with pytest.raises(ValueError, match="--cache-whisper-states needs a frozen"):
+        build_task_and_model(tiny_corpus, tiny_models, "--whisper-lora-r", "4", "--cache-whisper-states")
+
+
 def test_prefix_is_right_aligned_with_real_positions(built):
     _, task, model = built
     batch = first_batch(task, "test")
