@@ -12,8 +12,7 @@ batched by length (as fairseq does) and the results come back in input order.
 
 :meth:`LlastTranslator.cascade` compares end-to-end translation with a cascade through the same
 model: it transcribes (the ASR prompt), then translates its own transcript from a text prompt (the
-LLaST template with the transcript where the audio goes, as ``scripts/pretrain_text_llm.py``
-writes its text examples), with per-input timings of both steps.
+LLaST template with the transcript where the audio goes), with per-input timings of both steps.
 """
 import json
 import os

@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """How well an LLM translates *text* in LLaST's prompt (the source text where the audio goes).
 
-LLaST assumes an LLM that already translates; this measures that for a local LLM directory, e.g.
-the demo's text-pretrained stand-in, with greedy decoding on a manifest's source texts:
+LLaST assumes an LLM that already translates; this measures that for a local LLM directory
+before speech training, with greedy decoding on a manifest's source texts:
 
-    python scripts/text_prompt_bleu.py --llm cache/llm-default --data cache/corpus-default \\
-        --subset dev_fr_en --rows 40
+    python scripts/text_prompt_bleu.py --llm /models/Llama-2-7b-chat-hf --data data/covost2 \\
+        --subset dev_fr_en --rows 200
 """
 import argparse
 import sys

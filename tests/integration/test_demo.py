@@ -1,4 +1,4 @@
-"""`make demo`'s path on a tiny corpus: corpus, real tiny.en, text-pretrained LLM, fairseq-train,
+"""`make demo`'s path on a tiny corpus: corpus, real tiny.en, random-init LLM, fairseq-train,
 fairseq-generate --beam 5 (translation and transcription), BLEU/WER report and the curve."""
 import json
 import subprocess
