@@ -142,7 +142,7 @@ def plot_curve(progress: TrainingProgress, path: Path):
     for u, prev, cur in zip(up[1:], epoch, epoch[1:]):
         if cur != prev:
             ax.axvline(u, color="grey", lw=0.5)
-            ax.text(u, max(loss), f" epoch {cur}", fontsize=8, va="top")
+            ax.text(u, min(loss), f" epoch {cur}", fontsize=8, va="bottom")
     ax.set_xlabel("updates")
     ax.set_ylabel("loss")
     ax.legend(loc="upper right")

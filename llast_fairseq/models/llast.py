@@ -51,8 +51,8 @@ class LlastConfig(FairseqDataclass):
         default=1, metadata={"help": "stack k consecutive Whisper states before the adaptor (paper: 1)"})
     trim_audio_padding: bool = field(
         default=False,
-        metadata={"help": "pad audio to the longest in the batch, not to Whisper's 30 s (much faster "
-                          "for short audio; decode with the setting the model was trained with)"})
+        metadata={"help": "run Whisper on each utterance padded to its own length, not to 30 s (much "
+                          "faster for short audio; decode with the setting the model was trained with)"})
     cache_whisper_states: bool = field(
         default=False,
         metadata={"help": "keep each utterance's frozen Whisper output in RAM so later epochs skip the "
@@ -112,7 +112,8 @@ class LlastModel(FairseqEncoderDecoderModel):
 
 @register_model_architecture("llast", "llast_tiny")
 def llast_tiny(cfg):
-    """Small LoRA, no S-LoRA and trimmed audio: tiny random-init or small pretrained models on a CPU."""
+    """Small LoRA, no S-LoRA and trimmed audio (Whisper on each utterance's own length): tiny
+    random-init or small pretrained models on a CPU."""
     cfg.whisper_lora_r = getattr(cfg, "whisper_lora_r", 0)
     cfg.llm_lora_r = getattr(cfg, "llm_lora_r", 8)
     cfg.llm_lora_alpha = getattr(cfg, "llm_lora_alpha", 16)
