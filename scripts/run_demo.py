@@ -277,11 +277,16 @@ def main():
     t = time.time()
     say(f"[4/7] speech training ({args.max_update} updates)")
     progress = TrainingProgress(args.max_update)
-    log_path, done = work / "train.log", work / "train.done"
+    log_path, done, stamp = work / "train.log", work / "train.done", work / "train.cmd"
+    command = train_args(args, corpus, llm, whisper, save_dir)
+    if stamp.exists() and stamp.read_text() != " ".join(map(str, command)):
+        sys.exit(f"{work} holds a run of another fairseq-train command (see {stamp}); to keep it, "
+                 f"pass another --work-dir; to retrain here, delete {work}")
+    stamp.write_text(" ".join(map(str, command)))
     if done.exists():
         say(f"  {save_dir} holds a finished run: reusing it (delete {work} to retrain)")
     else:  # an interrupted run resumes from checkpoint_last.pt, as fairseq-train does
-        lines = run(train_args(args, corpus, llm, whisper, save_dir), on_line=progress)
+        lines = run(command, on_line=progress)
         with open(log_path, "a") as f:
             f.writelines(lines)
         done.touch()

@@ -34,3 +34,9 @@ def test_demo_end_to_end_on_the_tiny_preset(tmp_path):
          "--work-dir", work], capture_output=True, text=True)
     assert again.returncode == 0 and "holds a finished run" in again.stdout
     assert "up to date" in again.stdout
+    # a different training command never reuses (or resumes) that run
+    other = subprocess.run(
+        [sys.executable, REPO / "scripts" / "run_demo.py", "--preset", "tiny", "--cache-dir", cache,
+         "--work-dir", work, "--lr", "3e-3"], capture_output=True, text=True)
+    assert other.returncode != 0 and "holds a run of another fairseq-train command" in other.stderr
+    assert (work / "checkpoints" / "checkpoint_best.pt").exists()
