@@ -40,8 +40,8 @@ class LlastEncoder(FairseqEncoder):
     embedding (about 10x faster for short audio). Either way an utterance's Whisper states do not
     depend on the rest of its batch. Train and decode with the same setting.
 
-    ``cache_states=True`` keeps each utterance's Whisper states in memory, keyed by a hash of its
-    samples, so later epochs skip the frozen encoder; it needs Whisper frozen (no S-LoRA).
+    ``cache_states=True`` keeps each training utterance's Whisper states in memory, keyed by a hash
+    of its samples, so later epochs skip the frozen encoder; it needs Whisper frozen (no S-LoRA).
     """
 
     def __init__(self, whisper: AudioEncoder, n_mels: int, d_llm: int, frame_stack: int = 1,
@@ -70,8 +70,9 @@ class LlastEncoder(FairseqEncoder):
 
     def whisper_states(self, waveforms: Tensor, lengths: Tensor) -> List[Tensor]:
         """Whisper's output for each utterance's own positions (not its padding),
-        ``[ceil(samples / 320), d_whisper]``; from the cache when it is on."""
-        if self.state_cache is None:
+        ``[ceil(samples / 320), d_whisper]``; from the cache when it is on and the model trains
+        (decoding and validation neither fill nor read it, so generation never grows it)."""
+        if self.state_cache is None or not self.training:
             return self._run_per_utterance(waveforms, lengths)
         keys = [hashlib.blake2b(w[:n].cpu().numpy().tobytes(), digest_size=16).digest()
                 for w, n in zip(waveforms, lengths)]

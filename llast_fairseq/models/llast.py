@@ -55,9 +55,10 @@ class LlastConfig(FairseqDataclass):
                           "faster for short audio; decode with the setting the model was trained with)"})
     cache_whisper_states: bool = field(
         default=False,
-        metadata={"help": "keep each utterance's frozen Whisper output in RAM so later epochs skip the "
-                          "encoder (about 77 KB per second of audio with a 384-wide encoder like "
-                          "tiny; needs --whisper-lora-r 0); for small corpora trained many epochs"})
+        metadata={"help": "keep each training utterance's frozen Whisper output in RAM so later epochs "
+                          "skip the encoder (about 77 KB per second of audio with a 384-wide encoder "
+                          "like tiny; needs --whisper-lora-r 0; validation and decoding do not use "
+                          "it); for small corpora trained many epochs"})
 
 
 @register_model("llast", dataclass=LlastConfig)

@@ -57,6 +57,10 @@ def test_whisper_states_do_not_depend_on_the_batch_and_the_cache_is_exact(built,
             calls = []
             original = encoder.run_whisper
             encoder.run_whisper = lambda mel: calls.append(mel.size(0)) or original(mel)
+            encoder.whisper_states(net["src_tokens"], net["src_lengths"])
+            assert sum(calls) == 4 and encoder.state_cache == {}  # decoding: no cache
+            calls.clear()
+            encoder.train()
             first = encoder.whisper_states(net["src_tokens"][:2], net["src_lengths"][:2])
             again = encoder.whisper_states(net["src_tokens"], net["src_lengths"])
             assert sum(calls) == 4  # rows 0 and 1 once each, then only rows 2 and 3
@@ -64,6 +68,7 @@ def test_whisper_states_do_not_depend_on_the_batch_and_the_cache_is_exact(built,
             for a, b in zip(first + again, batched[:2] + batched):
                 torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     finally:
+        encoder.eval()
         encoder.trim_padding = True
         encoder.state_cache = None
         del encoder.run_whisper
