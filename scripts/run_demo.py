@@ -279,10 +279,11 @@ def main():
     progress = TrainingProgress(args.max_update)
     log_path, done, stamp = work / "train.log", work / "train.done", work / "train.cmd"
     command = train_args(args, corpus, llm, whisper, save_dir)
-    if stamp.exists() and stamp.read_text() != " ".join(map(str, command)):
+    command_text = " ".join(map(str, command))
+    if stamp.exists() and stamp.read_text() != command_text:
         sys.exit(f"{work} holds a run of another fairseq-train command (see {stamp}); to keep it, "
                  f"pass another --work-dir; to retrain here, delete {work}")
-    stamp.write_text(" ".join(map(str, command)))
+    stamp.write_text(command_text)
     if done.exists():
         say(f"  {save_dir} holds a finished run: reusing it (delete {work} to retrain)")
     else:  # an interrupted run resumes from checkpoint_last.pt, as fairseq-train does

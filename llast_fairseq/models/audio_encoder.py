@@ -76,10 +76,14 @@ class LlastEncoder(FairseqEncoder):
             return self._run_per_utterance(waveforms, lengths)
         keys = [hashlib.blake2b(w[:n].cpu().numpy().tobytes(), digest_size=16).digest()
                 for w, n in zip(waveforms, lengths)]
-        todo = [i for i, key in enumerate(keys) if key not in self.state_cache]
+        todo = {}  # key -> first row: an utterance twice in a batch (an ASR twin) runs once
+        for i, key in enumerate(keys):
+            if key not in self.state_cache:
+                todo.setdefault(key, i)
         if todo:
-            for i, states in zip(todo, self._run_per_utterance(waveforms[todo], lengths[todo])):
-                self.state_cache[keys[i]] = states.detach().clone()  # not a view of the batch
+            rows = list(todo.values())
+            for key, states in zip(todo, self._run_per_utterance(waveforms[rows], lengths[rows])):
+                self.state_cache[key] = states.detach().clone()  # not a view of the batch
         return [self.state_cache[key] for key in keys]
 
     def _run_per_utterance(self, waveforms: Tensor, lengths: Tensor) -> List[Tensor]:
