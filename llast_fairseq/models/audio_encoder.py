@@ -42,10 +42,13 @@ class LlastEncoder(FairseqEncoder):
 
     ``cache_states=True`` keeps each training utterance's Whisper states in memory, keyed by a hash
     of its samples, so later epochs skip the frozen encoder; it needs Whisper frozen (no S-LoRA).
+
+    ``autocast_bf16=True`` runs Whisper and the adaptor under ``torch.autocast`` in bfloat16 (their
+    matrix products in bfloat16, the weights float32), as openai-whisper runs fp16 on GPUs.
     """
 
     def __init__(self, whisper: AudioEncoder, n_mels: int, d_llm: int, frame_stack: int = 1,
-                 trim_padding: bool = False, cache_states: bool = False):
+                 trim_padding: bool = False, cache_states: bool = False, autocast_bf16: bool = False):
         super().__init__(dictionary=None)
         if frame_stack < 1:
             raise ValueError(f"--frame-stack must be >= 1, got {frame_stack}")
@@ -58,6 +61,7 @@ class LlastEncoder(FairseqEncoder):
         if cache_states and any(p.requires_grad for p in whisper.parameters()):
             raise ValueError("--cache-whisper-states needs a frozen Whisper encoder: set --whisper-lora-r 0")
         self.state_cache = {} if cache_states else None
+        self.autocast_bf16 = autocast_bf16
 
     def features(self, waveforms: Tensor, lengths: Tensor, total: int = N_SAMPLES) -> Tensor:
         """Whisper log-mel per utterance, audio zero-padded to ``total`` samples as Whisper pads:
@@ -133,13 +137,15 @@ class LlastEncoder(FairseqEncoder):
                 f"{N_SAMPLES} (30 s at 16 kHz): split or filter long audio in the manifest"
             )
         whisper_trainable = any(p.requires_grad for p in self.whisper.parameters())
-        with torch.set_grad_enabled(torch.is_grad_enabled() and whisper_trainable):
-            per_utterance = self.whisper_states(src_tokens, src_lengths)
-        states = nn.utils.rnn.pad_sequence(per_utterance, batch_first=True)
-        valid = torch.tensor([len(s) for s in per_utterance], device=states.device)
-        states, valid = self.stack_frames(states, valid)
+        with torch.autocast(src_tokens.device.type, torch.bfloat16, enabled=self.autocast_bf16):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and whisper_trainable):
+                per_utterance = self.whisper_states(src_tokens, src_lengths)
+            states = nn.utils.rnn.pad_sequence(per_utterance, batch_first=True)
+            valid = torch.tensor([len(s) for s in per_utterance], device=states.device)
+            states, valid = self.stack_frames(states, valid)
+            audio = self.adaptor(states)
         steps = torch.arange(states.size(1), device=states.device)
-        return self.encoder_out(self.adaptor(states), steps[None, :] >= valid[:, None], prompt_before,
+        return self.encoder_out(audio, steps[None, :] >= valid[:, None], prompt_before,
                                 prompt_before_lengths, prompt_after, prompt_after_lengths)
 
     @staticmethod

@@ -6,6 +6,9 @@ Positions count only real tokens (``cumsum(mask) - 1``). Training ignores ``prev
 (fairseq's leading EOS), so the logits of the last prefix column and of y_1..y_{n-1} line up with the
 target ``y_1..y_n``; prompt and audio positions never reach the loss.
 
+With ``autocast_bf16`` the LLM runs under ``torch.autocast`` in bfloat16 (matrix products in
+bfloat16; weights, gradients and fairseq's log-softmax and loss stay float32).
+
 In incremental decoding the LLM's KV cache lives in fairseq's incremental state: the first step
 runs the whole prefix, later steps one token each, and beam moves reorder the cache rows.
 """
@@ -18,10 +21,11 @@ from transformers import DynamicCache
 
 
 class LlastDecoder(FairseqIncrementalDecoder):
-    def __init__(self, dictionary, llm):
+    def __init__(self, dictionary, llm, autocast_bf16: bool = False):
         super().__init__(dictionary)
         self.llm = llm
         self.embed = llm.get_input_embeddings()
+        self.autocast_bf16 = autocast_bf16
 
     def prefix(self, encoder_out: Dict[str, List[Tensor]]):
         """Prefix embeddings ``[B, P, H]``, validity mask ``[B, P]`` and positions ``[B, P]``."""
@@ -43,8 +47,12 @@ class LlastDecoder(FairseqIncrementalDecoder):
                 incremental_state: Optional[Dict] = None, **kwargs):
         """Logits ``[B, T, V]`` for the T target positions (T = ``prev_output_tokens.size(1)``); in
         incremental decoding ``[B, 1, V]`` for the next token."""
-        if incremental_state is not None:
-            return self.forward_incremental(prev_output_tokens, encoder_out, incremental_state)
+        with torch.autocast(prev_output_tokens.device.type, torch.bfloat16, enabled=self.autocast_bf16):
+            if incremental_state is not None:
+                return self.forward_incremental(prev_output_tokens, encoder_out, incremental_state)
+            return self.forward_full(prev_output_tokens, encoder_out)
+
+    def forward_full(self, prev_output_tokens: Tensor, encoder_out: Dict[str, List[Tensor]]):
         embeds, valid, positions = self.prefix(encoder_out)
         tokens = prev_output_tokens[:, 1:]
         steps = tokens.size(1)

@@ -270,3 +270,27 @@ def test_bfloat16_llm_keeps_float32_lora_and_trains(tiny_corpus, tiny_models):
     loss, _, _ = task.build_criterion(cfg.criterion)(model, first_batch(task, "test"))
     loss.backward()
     assert torch.isfinite(loss) and all(p.grad is not None for p in lora)
+
+
+def test_bf16_autocast_runs_matmuls_in_bf16_and_keeps_fp32_weights_and_grads(tiny_corpus, tiny_models):
+    """--autocast-bf16: the same weights give bf16 logits close to the float32 ones, float32
+    gradients close to the float32 run's, and the Whisper cache holds the bf16 states."""
+    runs = []
+    for extra in ([], ["--autocast-bf16", "--cache-whisper-states"]):
+        torch.manual_seed(0)
+        cfg, task, model = build_task_and_model(tiny_corpus, tiny_models, "--llm-training", "full", *extra)
+        model.train()
+        batch = first_batch(task, "test")
+        logits = model(**batch["net_input"])[0]
+        loss, _, _ = task.build_criterion(cfg.criterion)(model, batch)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+        runs.append((model, logits, loss.detach(), grads))
+    (fp32, logits32, loss32, grad32), (bf16, logits16, loss16, grad16) = runs
+    assert logits32.dtype == torch.float32 and logits16.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())
+    assert (logits16.float() - logits32).abs().max() < 0.1 * logits32.abs().max()
+    assert abs(float(loss16 - loss32)) < 0.02 * float(loss32)
+    assert grad16.dtype == torch.float32 and torch.cosine_similarity(grad16, grad32, dim=0) > 0.99
+    cached = list(bf16.encoder.state_cache.values())
+    assert cached and all(s.dtype == torch.bfloat16 for s in cached)
