@@ -60,7 +60,7 @@ SPEED_RANGE = (130, 190)  # words per minute
 PITCH_RANGE = (30, 70)
 
 SPLITS = ("train", "dev", "test")
-PRESETS = {"default": (3000, 100, 100), "tiny": (40, 8, 8)}
+PRESETS = {"default": (4500, 100, 100), "tiny": (40, 8, 8)}
 DEFAULT_DIRECTIONS = "fr-en,de-en,es-en,en-fr"
 COLUMNS = ["id", "audio", "n_frames", "tgt_text", "src_text", "src_lang", "tgt_lang", "speaker"]
 MAX_REJECTIONS = 10000
@@ -139,7 +139,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", required=True, help="corpus directory")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                        help="per-direction sizes: default 3000/100/100, tiny 40/8/8")
+                        help="per-direction sizes: default 4500/100/100, tiny 40/8/8")
     for split in SPLITS:
         parser.add_argument(f"--{split}-per-direction", type=_positive_int,
                             help=f"{split} utterances per direction (overrides --preset)")

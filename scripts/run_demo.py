@@ -19,6 +19,7 @@ decodes); the fairseq commands are printed as they run so they can be reused by 
 """
 import argparse
 import collections
+import hashlib
 import json
 import os
 import subprocess
@@ -33,7 +34,7 @@ DIRECTIONS = ["fr_en", "de_en", "es_en", "en_fr"]
 START = time.time()
 # default: the real demo (under 30 minutes on 2 cores); tiny: the same path in about a minute (tests)
 PRESETS = {
-    "default": dict(corpus="default", llm=dict(vocab_size=2000, hidden=256, layers=4, heads=4),
+    "default": dict(corpus="default", llm=dict(vocab_size=2000, hidden=256, intermediate=512, layers=4, heads=4),
                     max_update=2200, validate_every=550, batch_size=32, lr=1e-3, log_every=25),
     "tiny": dict(corpus="tiny", llm=dict(vocab_size=600, hidden=64, layers=2, heads=4),
                  max_update=12, validate_every=6, batch_size=8, lr=1e-3, log_every=2),
@@ -70,12 +71,13 @@ def train_args(args, corpus: Path, llm: Path, whisper: Path, save_dir: Path):
         BIN / "fairseq-train", corpus, "--user-dir", REPO / "llast_fairseq", "--task", "llast_st",
         "--train-subset", "train", "--valid-subset", "dev", "--asr-augment",
         "--llm-path", llm, "--arch", "llast_tiny", "--whisper-path", whisper,
-        "--llm-training", "full", "--frame-stack", "8", "--cache-whisper-states",
+        "--llm-training", "full", "--frame-stack", "8", "--cache-whisper-states", "--autocast-bf16",
         "--criterion", "llast_cross_entropy",
         "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", str(args.lr),
         "--lr-scheduler", "cosine", "--warmup-updates", str(max(1, args.max_update * 3 // 100)),
         "--max-update", str(args.max_update), "--clip-norm", "1.0", "--batch-size", str(args.batch_size),
-        "--eval-bleu", "--validate-interval-updates", str(args.validate_every),
+        # dev BLEU every validate_every updates only, not also at each epoch's end
+        "--eval-bleu", "--validate-interval-updates", str(args.validate_every), "--validate-interval", "1000",
         "--save-interval-updates", str(args.validate_every), "--keep-interval-updates", "1",
         "--no-epoch-checkpoints", "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric",
         "--save-dir", save_dir, "--seed", str(args.seed), "--cpu", "--num-workers", "0",
@@ -173,7 +175,9 @@ def prepare(args):
         say("[2/7] Whisper tiny.en, pretrained (converted from CTranslate2 once)")
         if not whisper.exists():
             convert(default_model_dir(), str(whisper))
-    llm = cache / f"llm-{args.preset}-random-init"
+    # named by its shape and the corpus its tokenizer learns from, so neither can go stale
+    stamp = json.dumps([preset["llm"], (corpus / "corpus_stamp.json").read_text()], sort_keys=True)
+    llm = cache / f"llm-{args.preset}-random-init-{hashlib.sha256(stamp.encode()).hexdigest()[:8]}"
     say(f"[3/7] LLM: tokenizer trained on the corpus and prompt text, random-init Llama {preset['llm']}")
     if not llm.exists():
         texts = (corpus / "text.txt").read_text(encoding="utf-8").splitlines()
