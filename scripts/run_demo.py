@@ -35,7 +35,7 @@ START = time.time()
 # default: the real demo (under 30 minutes on 2 cores); tiny: the same path in about a minute (tests)
 PRESETS = {
     "default": dict(corpus="default", llm=dict(vocab_size=2000, hidden=256, intermediate=512, layers=4, heads=4),
-                    max_update=2200, validate_every=550, batch_size=32, lr=1e-3, log_every=25),
+                    max_update=4400, validate_every=1100, batch_size=32, lr=1e-3, log_every=25),
     "tiny": dict(corpus="tiny", llm=dict(vocab_size=600, hidden=64, layers=2, heads=4),
                  max_update=12, validate_every=6, batch_size=8, lr=1e-3, log_every=2),
 }
