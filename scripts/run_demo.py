@@ -8,8 +8,8 @@
 3. the LLM: no pretrained LLM can be had offline, so the demo makes a small one: a SentencePiece
    tokenizer trained on the corpus and prompt text and a random-init 4-layer Llama
 4. fairseq-train: one multilingual model, ASR augmentation, frozen Whisper (its output cached after
-   the first epoch), dev BLEU during training; the small LLM is trained fully (--llm-training
-   full), where a real one would take LoRA
+   the first epoch), bfloat16 autocast, dev BLEU during training; the small LLM is trained fully
+   (--llm-training full), where a real one would take LoRA
 5. fairseq-generate --beam 5 on every test set, for translation and for transcription
 6. BLEU per direction, WER per source language, a most-frequent-translation baseline, examples,
 7. and a training-curve picture
