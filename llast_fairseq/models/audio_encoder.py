@@ -15,6 +15,8 @@ from torch import Tensor
 from whisper.audio import HOP_LENGTH, N_SAMPLES, log_mel_spectrogram
 from whisper.model import AudioEncoder
 
+from .autocast import bf16_autocast
+
 SAMPLES_PER_POSITION = 2 * HOP_LENGTH  # conv2 has stride 2
 
 
@@ -44,7 +46,8 @@ class LlastEncoder(FairseqEncoder):
     of its samples, so later epochs skip the frozen encoder; it needs Whisper frozen (no S-LoRA).
 
     ``autocast_bf16=True`` runs Whisper and the adaptor under ``torch.autocast`` in bfloat16 (their
-    matrix products in bfloat16, the weights float32), as openai-whisper runs fp16 on GPUs.
+    matrix products in bfloat16, the weights float32), as openai-whisper runs fp16 on GPUs; only
+    where bfloat16 is faster than float32 (:mod:`.autocast`).
     """
 
     def __init__(self, whisper: AudioEncoder, n_mels: int, d_llm: int, frame_stack: int = 1,
@@ -137,7 +140,7 @@ class LlastEncoder(FairseqEncoder):
                 f"{N_SAMPLES} (30 s at 16 kHz): split or filter long audio in the manifest"
             )
         whisper_trainable = any(p.requires_grad for p in self.whisper.parameters())
-        with torch.autocast(src_tokens.device.type, torch.bfloat16, enabled=self.autocast_bf16):
+        with bf16_autocast(src_tokens.device.type, self.autocast_bf16):
             with torch.set_grad_enabled(torch.is_grad_enabled() and whisper_trainable):
                 per_utterance = self.whisper_states(src_tokens, src_lengths)
             states = nn.utils.rnn.pad_sequence(per_utterance, batch_first=True)

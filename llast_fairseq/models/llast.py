@@ -61,12 +61,9 @@ class LlastConfig(FairseqDataclass):
                           "it); for small corpora trained many epochs"})
     autocast_bf16: bool = field(
         default=False,
-        metadata={"help": "run Whisper, the adaptor and the LLM under torch.autocast in bfloat16, in "
-                          "training and decoding: matrix products in bfloat16, weights, gradients, optimizer "
-                          "and loss in float32 (fairseq's --bf16 implies --tpu and --amp is CUDA-only); "
-                          "1.2-1.4x faster training steps, 1.5-1.8x faster Whisper on a CPU with "
-                          "AVX512-BF16 (scripts/bench_autocast.py); decode in float32 with "
-                          "--model-overrides \"{'autocast_bf16': False}\""})
+        metadata={"help": "run Whisper, the adaptor and the LLM under torch.autocast in bfloat16 (weights, "
+                          "gradients and loss stay float32; fairseq's --bf16 implies --tpu), where bf16 "
+                          "is faster than float32: a CPU without native bf16 runs float32 and says so"})
 
 
 @register_model("llast", dataclass=LlastConfig)

@@ -1,4 +1,6 @@
 """The llast model against the Hugging Face LLM it wraps: shapes, masks, loss alignment, cache."""
+import logging
+
 import pytest
 import torch
 from conftest import build_task_and_model, first_batch
@@ -272,9 +274,50 @@ def test_bfloat16_llm_keeps_float32_lora_and_trains(tiny_corpus, tiny_models):
     assert torch.isfinite(loss) and all(p.grad is not None for p in lora)
 
 
-def test_bf16_autocast_runs_matmuls_in_bf16_and_keeps_fp32_weights_and_grads(tiny_corpus, tiny_models):
+@pytest.fixture
+def bf16_speedup(monkeypatch):
+    """Fakes what the CPU probe measures: ``bf16_speedup(x)`` makes bf16 x times as fast as fp32."""
+    from llast_fairseq.models import autocast
+
+    def fake(speedup: float):
+        monkeypatch.setattr(autocast, "cpu_bf16_speedup", lambda: speedup)
+        autocast.bf16_autocast_pays.cache_clear()
+
+    yield fake
+    autocast.bf16_autocast_pays.cache_clear()
+
+
+@pytest.mark.parametrize("speedup", [2.3, 0.013])
+def test_autocast_bf16_only_where_the_cpu_runs_bf16_faster(tiny_corpus, tiny_models, bf16_speedup,
+                                                          caplog, speedup):
+    """Native bf16 (2.3x faster): bf16 logits and one info line. Emulated bf16 (75x slower): the
+    same model runs in float32, exactly as without the flag, and says so once as a warning."""
+    bf16_speedup(speedup)
+    _, task, model = build_task_and_model(tiny_corpus, tiny_models, "--autocast-bf16")
+    model.eval()
+    net = first_batch(task, "test")["net_input"]
+    with torch.no_grad(), caplog.at_level(logging.INFO, logger="llast_fairseq.models.autocast"):
+        logits = model(**net)[0]
+        model(**net)
+    lines = [r for r in caplog.records if r.name == "llast_fairseq.models.autocast"]
+    assert len(lines) == 1  # once per process, not per forward
+    if speedup > 1:
+        assert logits.dtype == torch.bfloat16
+        assert lines[0].levelno == logging.INFO and "2.3x faster" in lines[0].getMessage()
+    else:
+        model.encoder.autocast_bf16 = model.decoder.autocast_bf16 = False
+        with torch.no_grad():
+            assert torch.equal(logits, model(**net)[0])
+        message = lines[0].getMessage()
+        assert lines[0].levelno == logging.WARNING
+        assert "77x slower" in message and "runs in float32" in message and "capability" in message
+
+
+def test_bf16_autocast_runs_matmuls_in_bf16_and_keeps_fp32_weights_and_grads(tiny_corpus, tiny_models,
+                                                                            bf16_speedup):
     """--autocast-bf16: the same weights give bf16 logits close to the float32 ones, float32
     gradients close to the float32 run's, and the Whisper cache holds the bf16 states."""
+    bf16_speedup(2.3)  # as on a CPU with native bf16, whatever this one has
     runs = []
     for extra in ([], ["--autocast-bf16", "--cache-whisper-states"]):
         torch.manual_seed(0)
