@@ -94,7 +94,8 @@ class TextPromptDataset(LlastDataset):
 
     def __getitem__(self, index: int):
         before, after = self.prompts[index]
-        return {"id": index, "waveform": torch.zeros(0), "before": torch.tensor(before, dtype=torch.long),
+        return {"id": index, "waveform": torch.zeros(0), "audio_key": None,
+                "before": torch.tensor(before, dtype=torch.long),
                 "after": torch.tensor(after, dtype=torch.long), "target": self.targets[index]}
 
 

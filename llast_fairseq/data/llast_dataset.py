@@ -34,8 +34,8 @@ class LlastDataset(FairseqDataset):
         row, _ = self.examples[index]
         waveform = torch.from_numpy(load_waveform(self.audio_paths[row]))
         before, after = self.prompts[index]
-        return {"id": index, "waveform": waveform, "before": torch.tensor(before),
-                "after": torch.tensor(after), "target": self.targets[index]}
+        return {"id": index, "waveform": waveform, "audio_key": self.audio_paths[row],
+                "before": torch.tensor(before), "after": torch.tensor(after), "target": self.targets[index]}
 
     def num_tokens(self, index: int) -> int:
         return int(self.sizes[index])
@@ -72,6 +72,7 @@ class LlastDataset(FairseqDataset):
             "net_input": {
                 "src_tokens": waveforms,
                 "src_lengths": lengths,
+                "audio_keys": [s["audio_key"] for s in samples],
                 "prompt_before": data_utils.collate_tokens([s["before"] for s in samples], pad),
                 "prompt_before_lengths": torch.tensor([s["before"].numel() for s in samples]),
                 "prompt_after": data_utils.collate_tokens([s["after"] for s in samples], pad),

@@ -3,9 +3,8 @@
 waveform [batch, samples] -> log-mel [batch, n_mels, frames] -> Whisper [batch, frames/2, d_whisper]
 -> frame stacking [batch, frames/2/k, d_whisper*k] -> adaptor [batch, T_a, d_llm]
 """
-import hashlib
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -42,8 +41,9 @@ class LlastEncoder(FairseqEncoder):
     embedding (about 10x faster for short audio). Either way an utterance's Whisper states do not
     depend on the rest of its batch. Train and decode with the same setting.
 
-    ``cache_states=True`` keeps each training utterance's Whisper states in memory, keyed by a hash
-    of its samples, so later epochs skip the frozen encoder; it needs Whisper frozen (no S-LoRA).
+    ``cache_states=True`` keeps each utterance's Whisper states in memory, keyed by its manifest
+    audio path (``audio_keys``), so an utterance runs through the frozen encoder once per process;
+    it needs Whisper frozen (no S-LoRA). :meth:`fill_state_cache` runs whole splits up front.
 
     ``autocast_bf16=True`` runs Whisper and the adaptor under ``torch.autocast`` in bfloat16 (their
     matrix products in bfloat16, the weights float32), as openai-whisper runs fp16 on GPUs; only
@@ -75,15 +75,14 @@ class LlastEncoder(FairseqEncoder):
         ]
         return torch.stack(mels)
 
-    def whisper_states(self, waveforms: Tensor, lengths: Tensor) -> List[Tensor]:
+    def whisper_states(self, waveforms: Tensor, lengths: Tensor,
+                       keys: Optional[Sequence[str]] = None) -> List[Tensor]:
         """Whisper's output for each utterance's own positions (not its padding),
-        ``[ceil(samples / 320), d_whisper]``; from the cache when it is on and the model trains
-        (decoding and validation neither fill nor read it, so generation never grows it)."""
-        if self.state_cache is None or not self.training:
+        ``[ceil(samples / 320), d_whisper]``; from the state cache where it is on and ``keys`` (the
+        utterances' audio paths) are given. An utterance twice in a batch (an ASR twin) runs once."""
+        if self.state_cache is None or keys is None:
             return self._run_per_utterance(waveforms, lengths)
-        keys = [hashlib.blake2b(w[:n].cpu().numpy().tobytes(), digest_size=16).digest()
-                for w, n in zip(waveforms, lengths)]
-        todo = {}  # key -> first row: an utterance twice in a batch (an ASR twin) runs once
+        todo = {}  # key -> first row
         for i, key in enumerate(keys):
             if key not in self.state_cache:
                 todo.setdefault(key, i)
@@ -92,6 +91,16 @@ class LlastEncoder(FairseqEncoder):
             for key, states in zip(todo, self._run_per_utterance(waveforms[rows], lengths[rows])):
                 self.state_cache[key] = states.detach().clone()  # not a view of the batch
         return [self.state_cache[key] for key in keys]
+
+    @torch.no_grad()
+    def fill_state_cache(self, waveforms: Tensor, lengths: Tensor, keys: Sequence[str]):
+        """Cache the states of a batch of utterances as :meth:`forward` computes them."""
+        with bf16_autocast(waveforms.device.type, self.autocast_bf16):
+            self.whisper_states(waveforms, lengths, keys)
+
+    def whisper_positions(self, samples: int) -> int:
+        """Positions Whisper runs for an utterance of ``samples`` samples, its padding included."""
+        return _positions(samples) if self.trim_padding else N_SAMPLES // SAMPLES_PER_POSITION
 
     def _run_per_utterance(self, waveforms: Tensor, lengths: Tensor) -> List[Tensor]:
         """Whisper on utterances padded to 30 s, or trimmed: batched by equal position count, so
@@ -121,10 +130,11 @@ class LlastEncoder(FairseqEncoder):
 
     def forward(self, src_tokens: Tensor, src_lengths: Tensor, prompt_before: Tensor,
                 prompt_before_lengths: Tensor, prompt_after: Tensor, prompt_after_lengths: Tensor,
-                **kwargs) -> Dict[str, List[Tensor]]:
+                audio_keys: Optional[Sequence[str]] = None, **kwargs) -> Dict[str, List[Tensor]]:
         """``src_tokens``: waveforms ``[batch, samples]`` (16 kHz, zero-padded); prompts: ids
-        ``[batch, len]`` right-padded. Returns the adapted audio ``[batch, T_a, d_llm]``, its padding
-        mask ``[batch, T_a]`` (True = padding) and the prompt ids with their padding masks.
+        ``[batch, len]`` right-padded; ``audio_keys``: the rows' audio paths (the state cache's
+        keys). Returns the adapted audio ``[batch, T_a, d_llm]``, its padding mask ``[batch, T_a]``
+        (True = padding) and the prompt ids with their padding masks.
 
         Text-only batches: ``src_tokens`` with zero columns (no audio in any row) gives ``T_a = 0``
         without running Whisper, so the prefix is just the prompt ids (cascade MT in the API).
@@ -142,7 +152,7 @@ class LlastEncoder(FairseqEncoder):
         whisper_trainable = any(p.requires_grad for p in self.whisper.parameters())
         with bf16_autocast(src_tokens.device.type, self.autocast_bf16):
             with torch.set_grad_enabled(torch.is_grad_enabled() and whisper_trainable):
-                per_utterance = self.whisper_states(src_tokens, src_lengths)
+                per_utterance = self.whisper_states(src_tokens, src_lengths, audio_keys)
             states = nn.utils.rnn.pad_sequence(per_utterance, batch_first=True)
             valid = torch.tensor([len(s) for s in per_utterance], device=states.device)
             states, valid = self.stack_frames(states, valid)

@@ -55,10 +55,8 @@ class LlastConfig(FairseqDataclass):
                           "faster for short audio; decode with the setting the model was trained with)"})
     cache_whisper_states: bool = field(
         default=False,
-        metadata={"help": "keep each training utterance's frozen Whisper output in RAM so later epochs "
-                          "skip the encoder (about 77 KB per second of audio with a 384-wide encoder "
-                          "like tiny; needs --whisper-lora-r 0; validation and decoding do not use "
-                          "it); for small corpora trained many epochs"})
+        metadata={"help": "encode the train and valid audio with the frozen Whisper once, before the first "
+                          "update, and keep its output in RAM for every epoch (needs --whisper-lora-r 0)"})
     autocast_bf16: bool = field(
         default=False,
         metadata={"help": "run Whisper, the adaptor and the LLM under torch.autocast in bfloat16 (weights, "

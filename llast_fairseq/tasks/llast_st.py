@@ -6,12 +6,15 @@ joined with commas (``train_fr_en,train_de_en``), and one manifest may mix langu
 """
 import json
 import logging
+import time
 from argparse import Namespace
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import sacrebleu
+import torch
 from fairseq import metrics, utils
 from fairseq.data.audio.data_cfg import S2TDataConfig
 from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDatasetCreator
@@ -19,6 +22,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import MISSING
 
+from ..data.audio import load_waveform
 from ..data.llast_dataset import LlastDataset
 from ..data.llm_dictionary import LLMDetokenizer, build_llm_dictionary
 from ..data.prompts import PromptBuilder
@@ -88,9 +92,18 @@ class LlastSTTask(FairseqTask):
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
+        if from_checkpoint:  # fairseq-generate, the API: each utterance is encoded once anyway
+            model.encoder.state_cache = None
         if self.cfg.eval_bleu:
             self.bleu_generator = self.build_generator([model], Namespace(**json.loads(self.cfg.eval_bleu_args)))
         return model
+
+    def begin_epoch(self, epoch, model):
+        """With --cache-whisper-states, before the epoch's first update: Whisper over the audio of
+        every loaded split (train and valid) that is not cached yet, in length-sorted batches. At
+        the start (or a resume) of training that is all of it; later epochs find nothing to do."""
+        if model.encoder.state_cache is not None:
+            fill_whisper_cache(model.encoder, self.datasets.values())
 
     def valid_step(self, sample, model, criterion):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
@@ -156,6 +169,48 @@ class LlastSTTask(FairseqTask):
         targets = [ids + [eos] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         self.datasets[split] = LlastDataset(split, audio_paths, n_frames, examples, prompts, targets,
                                             self.tgt_dict, shuffle=split.startswith("train"))
+
+
+def fill_whisper_cache(encoder, datasets: Iterable[LlastDataset], positions_per_batch: int = 4096):
+    """Run ``encoder``'s Whisper over the datasets' uncached audio in batches of utterances with
+    the same position count (Whisper runs those together, see LlastEncoder) of up to
+    ``positions_per_batch`` positions; the next batch's audio loads meanwhile."""
+    samples = {}
+    for dataset in datasets:
+        for (row, _), n in zip(dataset.examples, dataset.sizes):
+            samples[dataset.audio_paths[row]] = int(n)
+    todo = sorted((encoder.whisper_positions(n), path) for path, n in samples.items()
+                  if path not in encoder.state_cache)
+    if not todo:
+        return
+    batches, batch = [], []
+    for positions, path in todo:
+        if batch and (positions != batch_positions or (len(batch) + 1) * positions > positions_per_batch):
+            batches.append(batch)
+            batch = []
+        batch.append(path)
+        batch_positions = positions
+    batches.append(batch)
+    logger.info(f"Whisper states: encoding {len(todo)} utterances in {len(batches)} batches for the cache")
+    device = next(encoder.parameters()).device
+    start, done, reported = time.time(), 0, 0.0
+    with ThreadPoolExecutor(1) as loader:
+        audio = loader.submit(_load_batch, batches[0])
+        for i, batch in enumerate(batches):
+            waveforms, lengths = audio.result()
+            if i + 1 < len(batches):
+                audio = loader.submit(_load_batch, batches[i + 1])
+            encoder.fill_state_cache(waveforms.to(device), lengths.to(device), batch)
+            done += len(batch)
+            if time.time() - reported > 30 or done == len(todo):
+                reported = time.time()
+                logger.info(f"Whisper states: {done}/{len(todo)} utterances ({reported - start:.0f} s)")
+
+
+def _load_batch(paths):
+    """Waveforms of ``paths`` zero-padded into ``[batch, samples]``, and their lengths."""
+    waves = [torch.from_numpy(load_waveform(p)) for p in paths]
+    return torch.nn.utils.rnn.pad_sequence(waves, batch_first=True), torch.tensor([len(w) for w in waves])
 
 
 def _field(row: dict, name: str, where: str, default: Optional[str] = None) -> str:

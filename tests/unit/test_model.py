@@ -60,19 +60,48 @@ def test_whisper_states_do_not_depend_on_the_batch_and_the_cache_is_exact(built,
             original = encoder.run_whisper
             encoder.run_whisper = lambda mel: calls.append(mel.size(0)) or original(mel)
             encoder.whisper_states(net["src_tokens"], net["src_lengths"])
-            assert sum(calls) == 4 and encoder.state_cache == {}  # decoding: no cache
+            assert sum(calls) == 4 and encoder.state_cache == {}  # no keys: no cache
             calls.clear()
-            encoder.train()
-            twice = torch.tensor([0, 0, 1])  # row 0 and its twin (same audio), then row 1
-            first = encoder.whisper_states(net["src_tokens"][twice], net["src_lengths"][twice])
-            again = encoder.whisper_states(net["src_tokens"], net["src_lengths"])
+            keys = net["audio_keys"]
+            twice = [0, 0, 1]  # row 0 and its twin (same audio), then row 1
+            first = encoder.whisper_states(net["src_tokens"][twice], net["src_lengths"][twice],
+                                           [keys[i] for i in twice])
+            again = encoder.whisper_states(net["src_tokens"], net["src_lengths"], keys)
             assert sum(calls) == 4  # rows 0 and 1 once each, then only rows 2 and 3
-            assert len(encoder.state_cache) == 4
+            assert sorted(encoder.state_cache) == sorted(keys)
             for a, b in zip(first + again, [batched[0]] + batched[:2] + batched):
                 torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     finally:
-        encoder.eval()
         encoder.trim_padding = True
+        encoder.state_cache = None
+        del encoder.run_whisper
+
+
+def test_fill_whisper_cache_before_the_epoch_then_no_whisper_in_steps(built):
+    """begin_epoch runs Whisper over every loaded split once, in batches of equal position
+    count, with the states an uncached forward computes; forwards then read the cache."""
+    _, task, model = built
+    encoder = model.encoder
+    batch = first_batch(task, "test")
+    net = {k: v for k, v in batch["net_input"].items() if k != "prev_output_tokens"}
+    with torch.no_grad():
+        uncached = encoder(**net)["audio_out"][0]
+    calls = []
+    original = encoder.run_whisper
+    encoder.run_whisper = lambda mel: calls.append(mel.size(0)) or original(mel)
+    encoder.state_cache = {}
+    try:
+        task.begin_epoch(1, model)
+        dataset = task.dataset("test")
+        paths = {dataset.audio_paths[row] for row, _ in dataset.examples}
+        assert set(encoder.state_cache) == paths and sum(calls) == len(paths)
+        calls.clear()
+        with torch.no_grad():
+            cached = encoder(**net)["audio_out"][0]
+        task.begin_epoch(2, model)  # nothing left to encode
+        assert calls == []
+        torch.testing.assert_close(cached, uncached, atol=1e-5, rtol=0)
+    finally:
         encoder.state_cache = None
         del encoder.run_whisper
 
