@@ -138,7 +138,7 @@ class LlastTranslator:
         if missing:
             raise FileNotFoundError(f"{len(missing)} audio file(s) not found: {', '.join(map(repr, missing[:5]))}"
                                     f"{' ...' if len(missing) > 5 else ''}")
-        prompt = self.task.prompts.ids(task, src_lang, src_lang if task == "asr" else tgt_lang)
+        prompt = self.task.prompts.ids(task, src_lang, tgt_lang)
         n_samples = [waveform_length(p) for p in paths]  # batching by length, as fairseq does
         eos = self.task.target_dictionary.eos()
         return LlastDataset("api", paths, n_samples, [(i, task) for i in range(len(paths))],

@@ -42,8 +42,9 @@ class LlastSTConfig(FairseqDataclass):
         default=None, metadata={"help": "token to pad with when the tokenizer has no pad token other "
                                         "than EOS and no unk token (Llama-3: a reserved special token)"})
     prompt_template: str = field(
-        default="llama2", metadata={"help": "'llama2' ([INST] <audio>\\n{instruction} [/INST]), 'chat' "
-                                            "(the tokenizer's chat template) or a string with <audio> and {instruction}"})
+        default="llama2", metadata={"help": "'llama2' ([INST] <audio>\\n{instruction} [/INST]), 'chat' (the "
+                                            "tokenizer's chat template) or a string with <audio> and "
+                                            "{instruction} or both {src} and {tgt} (language names)"})
     asr_augment: bool = field(
         default=False, metadata={"help": "add an ASR example (target src_text) beside every translation "
                                          "example of the train splits, as LLaST does"})
@@ -162,7 +163,7 @@ class LlastSTTask(FairseqTask):
                 tgt = _field(row, "tgt_lang", where, self.cfg.tgt_lang)
                 for task in tasks:
                     examples.append((len(audio_paths) - 1, task))
-                    prompts.append(self.prompts.ids(task, src, src if task == "asr" else tgt))
+                    prompts.append(self.prompts.ids(task, src, tgt))
                     texts.append(_field(row, "src_text" if task == "asr" else "tgt_text", where))
             logger.info(f"{name}: {len(rows)} rows ({'+'.join(tasks)}) from {tsv}")
         eos = self.tgt_dict.eos()

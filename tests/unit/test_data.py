@@ -68,6 +68,14 @@ def test_chat_and_custom_templates(tokenizer):
         "USER: <audio> Please translate the French sentence into English.\nASSISTANT:")
     with pytest.raises(ValueError, match="<audio>"):
         PromptBuilder(tokenizer, "no placeholder {instruction}")
+    short = PromptBuilder(tokenizer, "<audio>{src} to {tgt}:")  # the task named by the languages
+    assert short.text("st", "fr", "en") == "<audio>French to English:"
+    assert short.text("asr", "fr", "en") == "<audio>French to French:"
+    before, after = short.ids("st", "de", "en")
+    assert before == [tokenizer.bos_token_id] and tokenizer.decode(after) == "German to English:"
+    for ambiguous in ("<audio>{tgt}:", "<audio>{src}:"):  # ASR fr and en->fr would look alike
+        with pytest.raises(ValueError, match="both '{src}' and '{tgt}'"):
+            PromptBuilder(tokenizer, ambiguous)
     assert language_name("fr_fr") == "French" and language_name("zh-CN") == "Chinese"
     with pytest.raises(KeyError, match="xx"):
         language_name("xx")
