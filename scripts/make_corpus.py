@@ -46,7 +46,7 @@ import soxr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import s2t_manifest  # noqa: E402  (scripts/ is not a package)
 
-VERSION = 1
+VERSION = 2  # 2: trailing silence trimmed
 REPO = Path(__file__).resolve().parents[1]
 LEXICON_PATH = REPO / "examples" / "speech_translation_llm" / "corpus" / "lexicon.py"
 STAMP_NAME = "corpus_stamp.json"
@@ -57,6 +57,9 @@ TRAIN_VOICES = ("m1 m2 m4 m5 m6 m8 f1 f2 f3 f5 klatt klatt2 klatt4 "
                 "Alicia Andy belinda benjamin david linda max paul robert steph travis").split()
 HELD_OUT_VOICES = "m3 m7 f4 klatt3 Andrea Denis michel victor".split()
 SPEED_RANGE = (130, 190)  # words per minute
+# espeak-ng ends every sentence with about 0.33 s of silence (13% of an utterance): keep 0.1 s
+TRAILING_SILENCE = 0.1  # seconds kept after the last sample above SILENCE_LEVEL
+SILENCE_LEVEL = 0.01
 PITCH_RANGE = (30, 70)
 
 SPLITS = ("train", "dev", "test")
@@ -228,10 +231,17 @@ def synthesize(job):
                    input=text.encode("utf-8"), check=True, capture_output=True)
     audio, rate = sf.read(raw, dtype="float32")
     os.remove(raw)
-    audio = np.clip(soxr.resample(audio, rate, SAMPLE_RATE), -1.0, 1.0)
+    audio = trim_trailing_silence(np.clip(soxr.resample(audio, rate, SAMPLE_RATE), -1.0, 1.0))
     sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     os.replace(tmp, path)
     return len(audio)
+
+
+def trim_trailing_silence(audio):
+    """``audio`` up to TRAILING_SILENCE seconds after its last sample louder than SILENCE_LEVEL."""
+    loud = np.flatnonzero(np.abs(audio) > SILENCE_LEVEL)
+    end = (loud[-1] + 1 if len(loud) else 0) + int(TRAILING_SILENCE * SAMPLE_RATE)
+    return audio[:end]
 
 
 def synthesize_all(plan, out, workers):

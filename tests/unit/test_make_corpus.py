@@ -160,6 +160,19 @@ def test_audio_matches_manifest(made_corpus):
         assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
         assert info.frames == int(row["n_frames"])
         assert 0.5 < info.duration < 15
+        audio, _ = sf.read(str(made_corpus / row["audio"]))  # espeak-ng's ending silence trimmed
+        loud = (abs(audio) > make_corpus.SILENCE_LEVEL).nonzero()[0]
+        assert len(audio) - loud[-1] - 1 <= make_corpus.TRAILING_SILENCE * 16000
+
+
+def test_trailing_silence_is_trimmed_to_a_tenth_of_a_second():
+    import numpy as np
+
+    speech = np.full(8000, 0.5)
+    speech[-100:] = 0.005  # a quiet tail below the level goes with the silence
+    trimmed = make_corpus.trim_trailing_silence(np.concatenate([np.zeros(800), speech, np.zeros(9000)]))
+    assert len(trimmed) == 800 + 8000 - 100 + 1600
+    assert np.array_equal(trimmed[:8700], np.concatenate([np.zeros(800), speech[:-100]]))
 
 
 def test_held_out_sentences_and_voices(made_corpus):
