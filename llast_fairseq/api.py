@@ -24,6 +24,7 @@ import torch
 from fairseq import checkpoint_utils, utils
 from fairseq.data.audio.audio_utils import parse_path
 from fairseq.dataclass.configs import GenerationConfig
+from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel
 from omegaconf import OmegaConf
 
 import llast_fairseq  # noqa: F401  (fills fairseq's task/model/criterion registries)
@@ -83,8 +84,9 @@ def load_exported(export_dir: str):
 
 
 class TextPromptDataset(LlastDataset):
-    """Prompts with no audio: :class:`LlastDataset`'s batching and collater over empty waveforms,
-    so the encoder skips Whisper and the LLM reads the prompt ids alone (targets are bare EOS)."""
+    """Prompts with no audio (the cascade's translation step): :class:`LlastDataset`'s batching
+    and collater over empty waveforms; targets are bare EOS. Decode it with
+    :func:`text_prompt_model`."""
 
     def __init__(self, prompts: Sequence[Sequence[int]], dictionary):
         n = len(prompts)
@@ -99,6 +101,28 @@ class TextPromptDataset(LlastDataset):
                 "after": torch.tensor(after, dtype=torch.long), "target": self.targets[index]}
 
 
+class TextPromptEncoder(FairseqEncoder):
+    """An encoder without audio: the decoder's prefix is the prompt ids alone."""
+
+    def __init__(self, d_llm: int):
+        super().__init__(dictionary=None)
+        self.d_llm = d_llm
+
+    def forward(self, src_tokens, src_lengths, prompt_before, prompt_before_lengths, prompt_after,
+                prompt_after_lengths, **kwargs):
+        audio = torch.zeros(prompt_before.size(0), 0, self.d_llm, device=prompt_before.device)
+        return LlastEncoder.encoder_out(audio, audio[..., 0].bool(), prompt_before,
+                                        prompt_before_lengths, prompt_after, prompt_after_lengths)
+
+    reorder_encoder_out = staticmethod(LlastEncoder.reorder_encoder_out)
+
+
+def text_prompt_model(model: LlastModel) -> FairseqEncoderDecoderModel:
+    """``model``'s LLM decoder behind :class:`TextPromptEncoder`: it continues text prompts."""
+    return FairseqEncoderDecoderModel(TextPromptEncoder(model.decoder.embed.embedding_dim),
+                                      model.decoder).eval()
+
+
 class LlastTranslator:
     """Beam search over a loaded LLaST model; see :meth:`translate`."""
 
@@ -108,8 +132,8 @@ class LlastTranslator:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.task = task
-        self.generator = task.build_generator(
-            [self.model], GenerationConfig(beam=beam, max_len_b=max_len_b, **generation))
+        self.generation = GenerationConfig(beam=beam, max_len_b=max_len_b, **generation)
+        self.generator = task.build_generator([self.model], self.generation)
         self.detokenizer = task.build_bpe(None)
 
     @classmethod
@@ -154,26 +178,29 @@ class LlastTranslator:
             return []
         return self.decode(self.dataset(audio_paths, src_lang, tgt_lang, task), batch_size)
 
-    def decode(self, dataset: LlastDataset, batch_size: int = 8) -> List[Dict]:
-        """Beam search over a dataset's examples, batched by size; results in index order.
+    def decode(self, dataset: LlastDataset, batch_size: int = 8, model=None) -> List[Dict]:
+        """Beam search over a dataset's examples, batched by size, with this translator's model or
+        ``model``; results in index order.
 
         ``seconds``: wall time of the example's batch (loading, collating, beam search,
         detokenizing) divided by the batch's size, so with ``batch_size=1`` it is the example's
         latency and summed over examples it is the total time.
         """
         batches = dataset.batch_by_size(dataset.ordered_indices(), max_sentences=batch_size)
+        model = model or self.model
+        generator = self.generator if model is self.model else self.task.build_generator([model], self.generation)
         tgt_dict = self.task.target_dictionary
         results: List[Optional[Dict]] = [None] * len(dataset)
         for batch in batches:
             start = time.perf_counter()
             sample = dataset.collater([dataset[int(i)] for i in batch])
             sample = utils.apply_to_sample(lambda t: t.to(self.device), sample)
-            hypos = self.task.inference_step(self.generator, [self.model], sample)
+            hypos = self.task.inference_step(generator, [model], sample)
             ids = sample["id"].tolist()
             for i, nbest in zip(ids, hypos):
                 tokens = nbest[0]["tokens"].int().cpu()
                 symbols = tgt_dict.string(
-                    tokens, extra_symbols_to_ignore=self.generator.symbols_to_strip_from_output)
+                    tokens, extra_symbols_to_ignore=generator.symbols_to_strip_from_output)
                 results[i] = {"text": self.detokenizer.decode(symbols), "tokens": tokens.tolist(),
                               "score": float(nbest[0]["score"])}
             seconds = (time.perf_counter() - start) / len(ids)
@@ -196,7 +223,8 @@ class LlastTranslator:
         self.task.prompts.text("st", src_lang, tgt_lang)  # unknown languages fail before decoding
         asr = self.generate(audio_paths, src_lang, tgt_lang, batch_size, task="asr")
         prompts = [self.task.prompts.ids_with_text("st", src_lang, tgt_lang, r["text"]) for r in asr]
-        mt = self.decode(TextPromptDataset(prompts, self.task.target_dictionary), batch_size)
+        mt = self.decode(TextPromptDataset(prompts, self.task.target_dictionary), batch_size,
+                         text_prompt_model(self.model))
         return [{"transcript": a["text"], "translation": m["text"], "asr_seconds": a["seconds"],
                  "mt_seconds": m["seconds"]} for a, m in zip(asr, mt)]
 

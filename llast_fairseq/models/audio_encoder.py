@@ -135,15 +135,7 @@ class LlastEncoder(FairseqEncoder):
         ``[batch, len]`` right-padded; ``audio_keys``: the rows' audio paths (the state cache's
         keys). Returns the adapted audio ``[batch, T_a, d_llm]``, its padding mask ``[batch, T_a]``
         (True = padding) and the prompt ids with their padding masks.
-
-        Text-only batches: ``src_tokens`` with zero columns (no audio in any row) gives ``T_a = 0``
-        without running Whisper, so the prefix is just the prompt ids (cascade MT in the API).
         """
-        if src_tokens.size(1) == 0:
-            out = self.adaptor.layers[-1]
-            audio = out.weight.new_zeros(src_tokens.size(0), 0, out.out_features)
-            return self.encoder_out(audio, torch.zeros_like(audio[..., 0], dtype=torch.bool), prompt_before,
-                                    prompt_before_lengths, prompt_after, prompt_after_lengths)
         if int(src_lengths.max()) > N_SAMPLES:
             raise ValueError(
                 f"an utterance has {int(src_lengths.max())} samples; Whisper takes at most "
@@ -183,7 +175,8 @@ class LlastEncoder(FairseqEncoder):
         states = F.pad(states, (0, 0, 0, (-steps) % k))
         return states.reshape(batch, -1, dim * k), torch.div(valid + k - 1, k, rounding_mode="floor")
 
-    def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor):
+    @staticmethod
+    def reorder_encoder_out(encoder_out: Dict[str, List[Tensor]], new_order: Tensor):
         return {key: [t.index_select(0, new_order) for t in value]
                 for key, value in encoder_out.items()}
 

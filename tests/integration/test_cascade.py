@@ -52,6 +52,8 @@ def reference_translations(translator, transcripts):
     """Beam search on hand-built text-only net_inputs (one per row: no padding involved)."""
     from transformers import AutoTokenizer
 
+    from llast_fairseq.api import text_prompt_model
+
     tok = AutoTokenizer.from_pretrained(translator.task.cfg.llm_path, local_files_only=True)
     texts = []
     for transcript in transcripts:
@@ -64,7 +66,9 @@ def reference_translations(translator, transcripts):
             "prompt_before": prompt, "prompt_before_lengths": torch.tensor([len(ids)]),
             "prompt_after": prompt[:, :0], "prompt_after_lengths": torch.tensor([0]),
             "prev_output_tokens": torch.full((1, 1), translator.task.target_dictionary.eos())}}
-        hypo = translator.task.inference_step(translator.generator, [translator.model], sample)[0][0]
+        model = text_prompt_model(translator.model)
+        generator = translator.task.build_generator([model], translator.generation)
+        hypo = translator.task.inference_step(generator, [model], sample)[0][0]
         tokens = hypo["tokens"].tolist()
         texts.append(tok.decode(tokens, skip_special_tokens=True).strip())
     return texts
@@ -94,12 +98,12 @@ def test_cascade(translator, paths):
 
 
 def test_text_only_encoder_and_prefix(translator, monkeypatch):
-    """No audio columns: an empty audio part, Whisper not run, and the decoder's logits are the
-    LLM's own on the prompt ids (left padding of the shorter row included)."""
-    from llast_fairseq.api import TextPromptDataset
+    """The cascade's text step: an empty audio part, Whisper not run, and the decoder's logits are
+    the LLM's own on the prompt ids (left padding of the shorter row included)."""
+    from llast_fairseq.api import TextPromptDataset, text_prompt_model
 
-    model = translator.model
-    monkeypatch.setattr(model.encoder, "run_whisper", lambda mel: pytest.fail("Whisper ran"))
+    model = text_prompt_model(translator.model)
+    monkeypatch.setattr(translator.model.encoder, "run_whisper", lambda mel: pytest.fail("Whisper ran"))
     prompts = [translator.task.prompts.ids_with_text("st", "fr", "en", t) for t in ("Le chat dort.", "Bonjour tout le monde.")]
     dataset = TextPromptDataset(prompts, translator.task.target_dictionary)
     batch = dataset.collater([dataset[0], dataset[1]])
