@@ -26,15 +26,19 @@ class LlastDataset(FairseqDataset):
         self.sizes = np.array([n_frames[row] for row, _ in examples], dtype=np.int64)
         self.dictionary = dictionary
         self.shuffle = shuffle
+        self.cached_audio = frozenset()  # audio paths whose Whisper states the model holds
+
 
     def __len__(self):
         return len(self.examples)
 
     def __getitem__(self, index: int):
         row, _ = self.examples[index]
-        waveform = torch.from_numpy(load_waveform(self.audio_paths[row]))
+        path = self.audio_paths[row]
+        # the encoder reads cached states by path: decoding the audio again would be wasted
+        waveform = torch.zeros(0) if path in self.cached_audio else torch.from_numpy(load_waveform(path))
         before, after = self.prompts[index]
-        return {"id": index, "waveform": waveform, "audio_key": self.audio_paths[row],
+        return {"id": index, "waveform": waveform, "audio_key": path,
                 "before": torch.tensor(before), "after": torch.tensor(after), "target": self.targets[index]}
 
     def num_tokens(self, index: int) -> int:

@@ -88,6 +88,8 @@ class LlastEncoder(FairseqEncoder):
                 todo.setdefault(key, i)
         if todo:
             rows = list(todo.values())
+            if int(lengths[rows].min()) == 0:  # the dataset left out audio the cache held before
+                raise RuntimeError(f"no audio and no cached Whisper states for {keys[rows[0]]!r}")
             for key, states in zip(todo, self._run_per_utterance(waveforms[rows], lengths[rows])):
                 self.state_cache[key] = states.detach().clone()  # not a view of the batch
         return [self.state_cache[key] for key in keys]

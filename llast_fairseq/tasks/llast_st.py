@@ -102,9 +102,13 @@ class LlastSTTask(FairseqTask):
     def begin_epoch(self, epoch, model):
         """With --cache-whisper-states, before the epoch's first update: Whisper over the audio of
         every loaded split (train and valid) that is not cached yet, in length-sorted batches. At
-        the start (or a resume) of training that is all of it; later epochs find nothing to do."""
-        if model.encoder.state_cache is not None:
+        the start (or a resume) of training that is all of it; later epochs find nothing to do.
+        The datasets then leave out the audio of cached rows: the encoder reads states by path."""
+        cache = model.encoder.state_cache
+        if cache is not None:
             fill_whisper_cache(model.encoder, self.datasets.values())
+            for dataset in self.datasets.values():
+                dataset.cached_audio = cache  # batches then skip decoding audio the cache holds
 
     def valid_step(self, sample, model, criterion):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)

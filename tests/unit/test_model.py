@@ -96,13 +96,21 @@ def test_fill_whisper_cache_before_the_epoch_then_no_whisper_in_steps(built):
         paths = {dataset.audio_paths[row] for row, _ in dataset.examples}
         assert set(encoder.state_cache) == paths and sum(calls) == len(paths)
         calls.clear()
+        # the dataset no longer decodes what the cache holds: batches carry keys, not audio
+        batch = first_batch(task, "test")
+        net = {k: v for k, v in batch["net_input"].items() if k != "prev_output_tokens"}
+        assert net["src_tokens"].numel() == 0
         with torch.no_grad():
             cached = encoder(**net)["audio_out"][0]
         task.begin_epoch(2, model)  # nothing left to encode
         assert calls == []
         torch.testing.assert_close(cached, uncached, atol=1e-5, rtol=0)
+        encoder.state_cache.pop(net["audio_keys"][1])  # a key the cache lost: a clear error
+        with pytest.raises(RuntimeError, match="no audio and no cached Whisper states"):
+            encoder(**net)
     finally:
         encoder.state_cache = None
+        dataset.cached_audio = frozenset()
         del encoder.run_whisper
 
 
