@@ -2,14 +2,15 @@
 """Speed of --autocast-bf16 against float32, in one process, on real batches of a corpus.
 
     python scripts/bench_autocast.py FAIRSEQ-TRAIN-ARGS...
-    .venv/bin/python scripts/bench_autocast.py $(cut -d" " -f2- work_dirs/demo-default/train.cmd)
+    eval .venv/bin/python scripts/bench_autocast.py $(cut -d" " -f2- work_dirs/demo-default/train.cmd)
 
 takes the arguments of a fairseq-train command (the second form: the demo's, after `make demo`),
 builds the model twice from the same seed, without and with ``--autocast-bf16``, and times on the
 same training batches: the encoder's pass, Whisper and adaptor (what the first epoch pays per
 batch), and a training step (forward, backward, Adam) with Whisper's states from
 --cache-whisper-states, as in later epochs. It prints seconds per batch and the float32 / bf16
-ratios.
+ratios. Where the CPU has no native bf16 (the probe of llast_fairseq.models.autocast finds bf16
+slower) the model runs float32 either way, so it says so and stops.
 """
 import sys
 import time
@@ -58,6 +59,11 @@ def measure(argv):
 
 
 def main():
+    from llast_fairseq.models.autocast import MIN_SPEEDUP, cpu_bf16_speedup, cpu_name
+
+    if cpu_bf16_speedup() < MIN_SPEEDUP:
+        sys.exit(f"bf16 matrix products run {1 / cpu_bf16_speedup():.0f}x slower than float32 on this "
+                 f"CPU ({cpu_name()}): --autocast-bf16 runs float32 here, nothing to compare")
     argv = [a for a in sys.argv[1:] if a not in ("--autocast-bf16", "--cache-whisper-states")]
     argv.append("--cache-whisper-states")
     fp32 = measure(argv)

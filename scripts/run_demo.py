@@ -23,6 +23,7 @@ import collections
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -55,7 +56,7 @@ def run(cmd, on_line=None):
 
     Output lines go to ``on_line``, or are shown as they come (less fairseq's log lines)."""
     cmd = [str(c) for c in cmd]
-    print("  $ " + " ".join(cmd), flush=True)
+    print("  $ " + shlex.join(cmd), flush=True)  # quoted: it can be pasted into a shell
     lines = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           cwd=REPO) as proc:
@@ -294,10 +295,11 @@ def main():
     log_path, done, stamp = work / "train.log", work / "train.done", work / "train.cmd"
     speedup = cpu_bf16_speedup()
     autocast = speedup >= MIN_SPEEDUP  # only where bf16 is native (emulated, it is ~75x slower)
-    say(f"  bfloat16 autocast {'on' if autocast else 'off'}: bf16 matrix products run "
-        f"{speedup:.2f}x as fast as float32 on this CPU ({cpu_name()})")
+    pace = f"{speedup:.1f}x faster" if speedup >= 1 else f"{1 / speedup:.0f}x slower"
+    say(f"  bfloat16 autocast {'on' if autocast else 'off'}: bf16 matrix products run {pace} than "
+        f"float32 on this CPU ({cpu_name()})")
     command = train_args(args, corpus, llm, whisper, save_dir, autocast)
-    command_text = " ".join(map(str, command))
+    command_text = shlex.join(map(str, command))
     if stamp.exists() and stamp.read_text() != command_text:
         sys.exit(f"{work} holds a run of another fairseq-train command (see {stamp}); to keep it, "
                  f"pass another --work-dir; to retrain here, delete {work}")
