@@ -20,4 +20,8 @@ setup(
         "soundfile==0.14.0",
         "soxr==1.1.0",
     ],
+    entry_points={"console_scripts": [
+        "llast-convert-ctranslate2-whisper = llast_fairseq.cli.convert_ctranslate2_whisper:main",
+        "llast-make-tiny-models = llast_fairseq.cli.make_tiny_models:main",
+    ]},
 )

@@ -170,8 +170,8 @@ def prepare(args):
     run([sys.executable, REPO / "scripts" / "make_corpus.py", "--out", corpus, "--seed", "1",
          "--preset", preset["corpus"]])
 
-    from convert_ctranslate2_whisper import convert, default_model_dir
-    from make_tiny_models import make_tiny_llm, make_tiny_whisper
+    from llast_fairseq.models.ctranslate2_whisper import convert, default_model_dir
+    from llast_fairseq.tiny_models import make_tiny_llm, make_tiny_whisper
 
     whisper = cache / "whisper-tiny.en.pt"
     if args.random_encoder:

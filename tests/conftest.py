@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 import s2t_manifest  # noqa: E402
-from make_tiny_models import make_tiny_llm, make_tiny_whisper  # noqa: E402
+from llast_fairseq.tiny_models import make_tiny_llm, make_tiny_whisper  # noqa: E402
 
 COLUMNS = ["id", "audio", "n_frames", "tgt_text", "src_text", "src_lang", "tgt_lang", "speaker"]
 

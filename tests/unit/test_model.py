@@ -271,7 +271,7 @@ def test_qwen2_style_llm_with_chat_template_and_no_unk(tiny_corpus, tiny_models,
     """A byte-level BPE LLM without unk, EOS <|im_end|>, pad <|endoftext|>, a wider LM head, and
     the tokenizer's own chat template: trains a step and beam-searches through fairseq."""
     from conftest import PAIRS
-    from make_tiny_models import make_tiny_qwen2
+    from llast_fairseq.tiny_models import make_tiny_qwen2
 
     qwen = tmp_path / "qwen2"
     make_tiny_qwen2(str(qwen), [t for s, t_, _, _ in PAIRS for t in (s, t_)] * 20)

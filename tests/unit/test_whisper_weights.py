@@ -108,7 +108,7 @@ def test_missing_path_error_names_path_and_what_is_expected(tmp_path):
         load_whisper_encoder(missing)
     msg = str(e.value)
     assert missing in msg
-    assert "convert_ctranslate2_whisper.py" in msg and "Hugging Face" in msg
+    assert "llast-convert-ctranslate2-whisper" in msg and "Hugging Face" in msg
 
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(FileNotFoundError, match="config.json"):

@@ -1,0 +1,1 @@
+"""Command-line faces (console entry points ``llast-*``): argument parsing over the library."""
