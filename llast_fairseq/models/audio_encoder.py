@@ -158,7 +158,8 @@ class LlastEncoder(FairseqEncoder):
     @staticmethod
     def encoder_out(audio: Tensor, audio_padding_mask: Tensor, prompt_before: Tensor,
                     prompt_before_lengths: Tensor, prompt_after: Tensor, prompt_after_lengths: Tensor):
-        """What :meth:`forward` returns, from the adapted audio and its padding mask."""
+        """What :meth:`forward` returns, from the adapted audio and its padding mask (one row per
+        utterance; :meth:`reorder_encoder_out` adds ``rows``)."""
         return {
             "audio_out": [audio],
             "audio_padding_mask": [audio_padding_mask],
@@ -179,8 +180,12 @@ class LlastEncoder(FairseqEncoder):
 
     @staticmethod
     def reorder_encoder_out(encoder_out: Dict[str, List[Tensor]], new_order: Tensor):
-        return {key: [t.index_select(0, new_order) for t in value]
-                for key, value in encoder_out.items()}
+        """Beam search's reorders only compose an index: ``rows[i]`` is the computed row that
+        output row ``i`` reads. Nothing is copied per beam or per step, and the decoder fills its
+        KV cache once per sentence, then expands it to the beams (see LlastDecoder)."""
+        rows = encoder_out.get("rows", [torch.arange(len(encoder_out["audio_out"][0]),
+                                                     device=new_order.device)])[0]
+        return {**encoder_out, "rows": [rows.index_select(0, new_order)]}
 
 
 def _positions(samples: Tensor) -> int:

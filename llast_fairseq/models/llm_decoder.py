@@ -11,7 +11,9 @@ bfloat16; weights, gradients and fairseq's log-softmax and loss stay float32), w
 faster than float32 (:mod:`.autocast`).
 
 In incremental decoding the LLM's KV cache lives in fairseq's incremental state: the first step
-runs the whole prefix, later steps one token each, and beam moves reorder the cache rows.
+runs the whole prefix once per sentence and expands the cache to the sentence's beams (the encoder
+output's ``rows`` say which sentence each beam reads), later steps run one token each, and beam
+moves reorder the cache rows.
 """
 from typing import Dict, List, Optional
 
@@ -31,7 +33,8 @@ class LlastDecoder(FairseqIncrementalDecoder):
         self.autocast_bf16 = autocast_bf16
 
     def prefix(self, encoder_out: Dict[str, List[Tensor]]):
-        """Prefix embeddings ``[B, P, H]``, validity mask ``[B, P]`` and positions ``[B, P]``."""
+        """Prefix embeddings ``[B, P, H]``, validity mask ``[B, P]`` and positions ``[B, P]`` of
+        the encoder's own rows (before any beam expansion)."""
         parts = [
             (self.embed(encoder_out["prompt_before"][0]), encoder_out["prompt_before_padding_mask"][0]),
             (encoder_out["audio_out"][0], encoder_out["audio_padding_mask"][0]),
@@ -57,6 +60,9 @@ class LlastDecoder(FairseqIncrementalDecoder):
 
     def forward_full(self, prev_output_tokens: Tensor, encoder_out: Dict[str, List[Tensor]]):
         embeds, valid, positions = self.prefix(encoder_out)
+        if "rows" in encoder_out:
+            rows = encoder_out["rows"][0]
+            embeds, valid, positions = embeds[rows], valid[rows], positions[rows]
         tokens = prev_output_tokens[:, 1:]
         steps = tokens.size(1)
         out = self.llm(
@@ -74,24 +80,37 @@ class LlastDecoder(FairseqIncrementalDecoder):
     def forward_incremental(self, prev_output_tokens: Tensor, encoder_out, incremental_state):
         state = self.get_incremental_state(incremental_state, "llm")
         if state is None:
-            embeds, mask, positions = self.prefix(encoder_out)
-            cache = DynamicCache()
-            next_position = mask.sum(1, keepdim=True)
-        else:
-            cache, mask, next_position = state["cache"], state["mask"], state["next_position"]
-            embeds = self.embed(prev_output_tokens[:, -1:])
-            mask = torch.cat([mask, mask.new_ones(mask.size(0), 1)], dim=1)
-            positions = next_position
-            next_position = next_position + 1
+            return self.forward_prefix(encoder_out, incremental_state)
+        mask = torch.cat([state["mask"], state["mask"].new_ones(len(state["mask"]), 1)], dim=1)
         out = self.llm(
-            inputs_embeds=embeds, attention_mask=mask.long(), position_ids=positions, cache=cache,
-            use_cache=True, logits_to_keep=1,
+            inputs_embeds=self.embed(prev_output_tokens[:, -1:]), attention_mask=mask.long(),
+            position_ids=state["next_position"], cache=state["cache"], use_cache=True, logits_to_keep=1,
         )
         self.set_incremental_state(
             incremental_state, "llm",
-            {"cache": out.cache, "mask": mask, "next_position": next_position},
+            {"cache": out.cache, "mask": mask, "next_position": state["next_position"] + 1},
         )
         return out.logits, {"attn": None}
+
+    def forward_prefix(self, encoder_out, incremental_state):
+        """The first step: the prefix of each sentence once, its KV cache then copied to the rows
+        (beams) that read it; logits ``[N, 1, V]`` for the N output rows."""
+        embeds, mask, positions = self.prefix(encoder_out)
+        rows = encoder_out.get("rows", [torch.arange(len(embeds), device=embeds.device)])[0]
+        sentences, expand = torch.unique(rows, return_inverse=True)
+        mask, positions = mask[sentences], positions[sentences]
+        out = self.llm(
+            inputs_embeds=embeds[sentences], attention_mask=mask.long(), position_ids=positions,
+            cache=DynamicCache(), use_cache=True, logits_to_keep=1,
+        )
+        cache = out.cache
+        cache.reorder_cache(expand)
+        mask = mask[expand]
+        self.set_incremental_state(
+            incremental_state, "llm",
+            {"cache": cache, "mask": mask, "next_position": mask.sum(1, keepdim=True)},
+        )
+        return out.logits[expand], {"attn": None}
 
     def reorder_incremental_state(self, incremental_state, new_order: Tensor):
         state = self.get_incremental_state(incremental_state, "llm")

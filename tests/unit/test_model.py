@@ -231,6 +231,37 @@ def test_beam1_matches_hf_greedy(built):
         assert len(ours) in (len(theirs), steps + 1)  # fairseq appends EOS at max length
 
 
+@pytest.mark.parametrize("beam", [1, 5])
+def test_shared_prefix_beam_search_equals_recomputing_every_step(built, monkeypatch, beam):
+    """Beam search fills the KV cache once per sentence and expands it to the beams; hypotheses
+    and scores are those of recomputing the whole sequence at every step without a cache (rows
+    with prefixes of different lengths in one batch)."""
+    _, task, model = built
+    batch = first_batch(task, "test")
+    assert len(set(batch["net_input"]["src_lengths"].tolist())) > 1  # prefixes of different lengths
+    generator = SequenceGenerator([model], task.target_dictionary, beam_size=beam, max_len_b=10)
+
+    def hypotheses():
+        with torch.no_grad():
+            return [[(h["tokens"].tolist(), float(h["score"])) for h in nbest]
+                    for nbest in generator.generate([model], batch)]
+
+    runs = []
+    llm_forward = model.decoder.llm.forward
+    monkeypatch.setattr(model.decoder.llm, "forward", lambda *a, **k: runs.append(
+        k["inputs_embeds"].shape[:2]) or llm_forward(*a, **k))
+    shared = hypotheses()
+    prefix = max(length for _, length in runs)
+    assert runs[0] == (4, prefix)  # the prefix ran once per sentence, not once per beam
+    assert all(length == 1 for _, length in runs[1:])
+    monkeypatch.setattr(model.decoder, "forward", lambda prev, encoder_out, incremental_state=None, **_:
+                        model.decoder.forward_full(prev, encoder_out))
+    recomputed = hypotheses()
+    for ours, theirs in zip(shared, recomputed):
+        assert [tokens for tokens, _ in ours] == [tokens for tokens, _ in theirs]
+        assert [score for _, score in ours] == pytest.approx([score for _, score in theirs], abs=1e-4)
+
+
 def test_slora_frame_stacking_and_full_llm_training(tiny_corpus, tiny_models, built):
     _, task, model = build_task_and_model(
         tiny_corpus, tiny_models, "--whisper-lora-r", "4", "--frame-stack", "3", "--llm-training", "full")
