@@ -35,13 +35,14 @@ def make_tiny_whisper(path: str, n_mels: int = 80, n_state: int = 64, n_head: in
 
 def make_tiny_llm(out_dir: str, texts: Iterable[str], vocab_size: int = 512, hidden: int = 64,
                   layers: int = 2, heads: int = 4, seed: int = 0, init_std: float = 0.2,
-                  intermediate: int = 0) -> str:
+                  intermediate: int = 0, lm_head_rows: int = 0) -> str:
     """Random-init Llama + SentencePiece tokenizer trained on ``texts``, saved with save_pretrained.
 
     ``init_std`` 0.2 rather than Llama's 0.02: behind the final RMSNorm a frozen random LM head
     with 0.02 weights caps every logit near 1, so LoRA alone could fit nothing (loss 8.3 -> 7.5
     in 40 updates; with 0.2: 8.3 -> 1.5). A pretrained LLM's head has no such cap.
-    ``intermediate``: the MLP width (0: ``4 * hidden``).
+    ``intermediate``: the MLP width (0: ``4 * hidden``). ``lm_head_rows``: rows of the embedding
+    and LM head (0: the tokenizer's size; more leaves spare rows, as Qwen2 and padded vocabularies do).
     """
     os.makedirs(out_dir, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,7 +56,7 @@ def make_tiny_llm(out_dir: str, texts: Iterable[str], vocab_size: int = 512, hid
         tokenizer = LlamaTokenizer.from_pretrained(tmp, legacy=False)
         tokenizer.save_pretrained(out_dir)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate or 4 * hidden,
+        vocab_size=max(len(tokenizer), lm_head_rows), hidden_size=hidden, intermediate_size=intermediate or 4 * hidden,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
         max_position_embeddings=2048, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
         initializer_range=init_std,

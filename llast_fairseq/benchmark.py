@@ -1,0 +1,323 @@
+"""Speed and memory of decoding, encoding and training, each figure a ratio against a baseline
+measured in the same process (``llast-benchmark``; the README's "Performance" shows a run).
+
+Models are random-init, saved in the real formats and loaded the way a user's are (fairseq
+options, ``task.build_model``): ``tiny`` (the tests' sizes) and ``mid`` (an encoder of
+Whisper-base's size and a Llama of about 100M parameters with Llama-2's 32,000-row vocabulary).
+The clips are 5 s of seeded noise written as wav files and read through the task's loader: what
+the audio says does not change the work, and a random LLM rarely stops early, so every beam search
+runs its full 64 steps.
+"""
+import contextlib
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from .data.audio import SAMPLE_RATE
+from .tiny_models import make_tiny_llm, make_tiny_whisper
+
+PRESETS = {
+    "tiny": dict(whisper=dict(n_state=64, n_head=2, n_layer=2),
+                 llm=dict(hidden=64, layers=2, heads=4, intermediate=256, lm_head_rows=0)),
+    "mid": dict(whisper=dict(n_state=512, n_head=8, n_layer=6),  # Whisper base
+                llm=dict(hidden=768, layers=8, heads=12, intermediate=2048, lm_head_rows=32000)),
+}
+PADDING = {"30 s": [], "trimmed": ["--trim-audio-padding"]}
+CLIPS = {"30 s": 30.0, "5 s": 5.0}  # manifest test_<key>.tsv: 1,500 and 250 Whisper positions
+BEAM, BATCH, NEW_TOKENS = 5, 8, 64
+SYLLABLES = "ka to mi re su na lo pe di gu ba che vo ri za mu fe ho".split()
+
+
+def log(message: str):
+    print(message, flush=True)
+
+
+def make_inputs(root: Path, presets: List[str]) -> Dict[str, Path]:
+    """Models per preset under ``root/<preset>`` and a manifest root ``root/data`` with 8 clips
+    of 30 s (test_30s.tsv) and of 5 s (test_5s.tsv)."""
+    rng = random.Random(0)
+    texts = [" ".join("".join(rng.choices(SYLLABLES, k=rng.randint(1, 3))) for _ in range(12))
+             for _ in range(2000)]
+    for name in presets:
+        out = root / name
+        if not (out / "llm" / "config.json").exists():
+            log(f"  writing the {name} models")
+            out.mkdir(parents=True, exist_ok=True)
+            make_tiny_whisper(str(out / "whisper.pt"), **PRESETS[name]["whisper"])
+            make_tiny_llm(str(out / "llm"), texts, vocab_size=1000, **PRESETS[name]["llm"])
+    data = root / "data"
+    (data / "audio").mkdir(parents=True, exist_ok=True)
+    noise = np.random.default_rng(0)
+    for clips, seconds in CLIPS.items():
+        rows = ["id\taudio\tn_frames\ttgt_text\tsrc_text\tsrc_lang\ttgt_lang"]
+        for i in range(BATCH):
+            n, name = int(seconds * SAMPLE_RATE), f"audio/{clips.replace(' ', '')}_{i}.wav"
+            envelope = 0.5 + 0.5 * np.sin(np.linspace(0, 4 * seconds * np.pi, n))  # syllable-rate loudness
+            sf.write(data / name, (0.1 * envelope * noise.standard_normal(n)).astype(np.float32), SAMPLE_RATE)
+            rows.append(f"{clips}_{i}\t{name}\t{n}\t{texts[2 * i]}\t{texts[2 * i + 1]}\tfr\ten")
+        (data / split_name(clips)).with_suffix(".tsv").write_text("\n".join(rows) + "\n")
+    (data / "config.yaml").write_text(f"audio_root: {data}\n")
+    return {"data": data, **{name: root / name for name in presets}}
+
+
+def split_name(clips: str) -> str:
+    return "test_" + clips.replace(" ", "")
+
+
+def build(data: Path, models: Path, clips: str, *extra: str):
+    """cfg, task and model as fairseq-train builds them from these options."""
+    from fairseq import options, tasks, utils
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    argv = [str(data), "--user-dir", str(Path(__file__).parent), "--task", "llast_st",
+            "--llm-path", str(models / "llm"), "--arch", "llast", "--whisper-path", str(models / "whisper.pt"),
+            "--whisper-lora-r", "0", "--criterion", "llast_cross_entropy", "--cpu", *extra]
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), argv))
+    utils.import_user_module(cfg.common)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    task.load_dataset(split_name(clips))
+    return cfg, task, model
+
+
+def clip_batch(task):
+    dataset = next(iter(task.datasets.values()))
+    return dataset.collater([dataset[i] for i in range(len(dataset))])
+
+
+def timed(fn: Callable, repeats: int):
+    """(the last result, the median wall time over ``repeats`` calls)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return result, float(np.median(times))
+
+
+@contextlib.contextmanager
+def patched(obj, name: str, value):
+    old = obj.__dict__.get(name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        if old is None:
+            delattr(obj, name)
+        else:
+            setattr(obj, name, old)
+
+
+def beams(hypos, eos: int) -> List[List[List[int]]]:
+    """Per sentence, the finished hypotheses best first, without EOS."""
+    return [[[t for t in h["tokens"].tolist() if t != eos] for h in nbest] for nbest in hypos]
+
+
+def hf_beams(sequences: torch.Tensor, eos: int) -> List[List[List[int]]]:
+    rows = [row[: row.index(eos)] if eos in row else row for row in sequences.tolist()]
+    return [rows[i: i + BEAM] for i in range(0, len(rows), BEAM)]
+
+
+def agreement(ours, theirs) -> Dict[str, str]:
+    """Best hypotheses identical, and the same final beams as sets. At the forced stop after 64
+    tokens the two rank the beams differently (fairseq adds the forced EOS's log-probability and
+    counts it in the length), so the sets say whether the searches themselves agree."""
+    best = sum(a[0] == b[0] for a, b in zip(ours, theirs))
+    same = sum(sorted(a) == sorted(b) for a, b in zip(ours, theirs))
+    return {"best_identical": f"{best}/{len(ours)}", "same_beams": f"{same}/{len(ours)}"}
+
+
+def decoding(inputs, preset: str, repeats: int, recompute: bool) -> List[Dict]:
+    """Beam 5, batch 8, 64 new tokens from the same prefix embeddings: ours (SequenceGenerator,
+    the prefix once per sentence) against HF generate(num_beams=5, early_stopping=True) and
+    against recomputing the whole sequence at every step (on 5 s clips: at 1,500 positions it
+    takes too long). 30 s clips give the paper's 1,500 audio positions: ``--arch llast`` runs
+    Whisper on 30 s for every clip, but the LLM sees only the positions that hold the clip."""
+    from fairseq.sequence_generator import SequenceGenerator
+
+    rows = []
+    for clips in CLIPS:
+        _, task, model = build(inputs["data"], inputs[preset], clips, "--llm-training", "frozen")
+        model.eval()
+        sample = clip_batch(task)
+        d = task.target_dictionary
+        with torch.no_grad():
+            encoder_out = model.encoder(**sample["net_input"])
+            embeds, valid, _ = model.decoder.prefix(encoder_out)
+        generator = SequenceGenerator([model], d, beam_size=BEAM, max_len_a=0, max_len_b=NEW_TOKENS)
+
+        def ours():
+            with torch.no_grad(), patched(model.encoder, "forward", lambda **_: encoder_out):
+                return beams(generator.generate([model], sample), d.eos())
+
+        def hf():
+            with torch.no_grad():
+                return hf_beams(model.decoder.llm.generate(
+                    inputs_embeds=embeds, attention_mask=valid.long(), num_beams=BEAM, early_stopping=True,
+                    num_return_sequences=BEAM, max_new_tokens=NEW_TOKENS, do_sample=False,
+                    eos_token_id=d.eos(), pad_token_id=d.pad()), d.eos())
+
+        def full():
+            forward_full = lambda prev, encoder_out, incremental_state=None, **_: \
+                model.decoder.forward_full(prev, encoder_out)
+            with patched(model.decoder, "forward", forward_full):
+                return ours()
+
+        log(f"  decoding, {preset}, {clips} clips: prefix {embeds.size(1)} positions")
+        ours_tokens, base = timed(ours, repeats)
+        hf_out, hf_time = timed(hf, repeats)
+        row = dict(section="decoding", preset=preset, clips=clips, prefix_positions=embeds.size(1),
+                   ours_s=base, hf_generate_s=hf_time, ours_vs_hf=base / hf_time,
+                   **{f"hf_{k}": v for k, v in agreement(ours_tokens, hf_out).items()})
+        if recompute and clips == "5 s":
+            full_tokens, full_time = timed(full, 1)
+            row.update(recompute_s=full_time, recompute_vs_ours=full_time / base,
+                       **{f"recompute_{k}": v for k, v in agreement(ours_tokens, full_tokens).items()})
+        log(f"    {json.dumps(row)}")
+        rows.append(row)
+    return rows
+
+
+def encoding(inputs, preset: str, repeats: int) -> Dict:
+    """Whisper + adaptor on 8 clips of 5 s: padded to 30 s against trimmed to each clip."""
+    times = {}
+    for padding, flags in PADDING.items():
+        _, task, model = build(inputs["data"], inputs[preset], "5 s", "--llm-training", "frozen", *flags)
+        sample = clip_batch(task)
+        with torch.no_grad():
+            _, times[padding] = timed(lambda: model.encoder(**sample["net_input"]), repeats)
+    row = dict(section="encoding", preset=preset, padded_30s_s=times["30 s"], trimmed_s=times["trimmed"],
+               padded_vs_trimmed=times["30 s"] / times["trimmed"])
+    log(f"    {json.dumps(row)}")
+    return row
+
+
+def _memory_kb(field: str) -> int:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak since the last reset) of this process."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def train_steps(data: str, models: str, flags: List[str], steps: int, threads: int) -> Dict:
+    """``steps`` timed training steps of one variant (run in a process of its own by
+    :func:`training`, so that peak memory is this variant's)."""
+    torch.set_num_threads(threads)
+    cfg, task, model = build(Path(data), Path(models), "5 s", "--trim-audio-padding", *flags)
+    criterion = task.build_criterion(cfg.criterion)
+    sample = clip_batch(task)
+    sample = {**sample, "net_input": {k: v[:4] for k, v in sample["net_input"].items()},
+              "target": sample["target"][:4], "ntokens": int(sample["target"][:4].ne(task.target_dictionary.pad()).sum())}
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    model.train()
+    before = _memory_kb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM: the peak below is the steps', not the model loading's
+    times = []
+    for _ in range(steps + 1):  # the first step allocates the optimizer state: not timed
+        start = time.perf_counter()
+        optimizer.zero_grad()
+        loss, _, _ = criterion(model, sample)
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    peak = _memory_kb("VmHWM")
+    state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
+                if torch.is_tensor(t))
+    trainable = sum(p.numel() for p in params)
+    return dict(trainable_params=trainable, trainable_share=trainable / sum(p.numel() for p in model.parameters()),
+                optimizer_state_mb=state / 2**20, step_s=float(np.median(times[1:])),
+                peak_rss_mb=peak / 2**10, peak_above_model_mb=(peak - before) / 2**10)
+
+
+TRAINING = {
+    "LoRA r=64": ["--llm-training", "lora", "--llm-lora-r", "64", "--llm-lora-alpha", "128"],
+    "LoRA r=64, checkpointing": ["--llm-training", "lora", "--llm-lora-r", "64", "--llm-lora-alpha", "128",
+                                 "--gradient-checkpointing"],
+    "full": ["--llm-training", "full"],
+    "full, checkpointing": ["--llm-training", "full", "--gradient-checkpointing"],
+}
+
+
+def training(inputs, preset: str, steps: int) -> List[Dict]:
+    """A training step (batch 4 of 5 s clips, trimmed, AdamW) for LoRA and full fine-tuning of the
+    LLM, with and without gradient checkpointing; each variant in its own process."""
+    rows, base = [], None
+    for name, flags in TRAINING.items():
+        log(f"  training step, {preset}, {name}")
+        call = json.dumps([str(inputs["data"]), str(inputs[preset]), flags, steps, torch.get_num_threads()])
+        child = subprocess.run(
+            [sys.executable, "-c", "import json, sys; from llast_fairseq.benchmark import train_steps; "
+                                   "print(json.dumps(train_steps(*json.loads(sys.argv[1]))))", call],
+            stdout=subprocess.PIPE, text=True, check=True)
+        result = json.loads(child.stdout.strip().splitlines()[-1])
+        base = base or result
+        row = dict(section="training", preset=preset, variant=name, **result,
+                   step_vs_lora=result["step_s"] / base["step_s"],
+                   peak_above_model_vs_lora=result["peak_above_model_mb"] / base["peak_above_model_mb"])
+        log(f"    {json.dumps(row)}")
+        rows.append(row)
+    return rows
+
+
+def cascade(inputs, preset: str) -> Dict:
+    """Time per utterance: end-to-end translation against the cascade (transcribe with the same
+    model, then translate the transcript from a text prompt), beam 5, batches of 8."""
+    from .api import LlastTranslator
+
+    _, task, model = build(inputs["data"], inputs[preset], "5 s", "--llm-training", "frozen", "--trim-audio-padding")
+    translator = LlastTranslator(model, task, beam=BEAM, max_len_b=NEW_TOKENS)
+    paths = [str(inputs["data"] / "audio" / f"5s_{i}.wav") for i in range(BATCH)]
+    e2e = translator.generate(paths, "fr", "en", batch_size=BATCH)
+    steps = translator.cascade(paths, "fr", "en", batch_size=BATCH)
+    e2e_s = sum(r["seconds"] for r in e2e) / BATCH
+    cascade_s = sum(r["asr_seconds"] + r["mt_seconds"] for r in steps) / BATCH
+    row = dict(section="cascade", preset=preset, end_to_end_s_per_utt=e2e_s, cascade_s_per_utt=cascade_s,
+               cascade_vs_end_to_end=cascade_s / e2e_s)
+    log(f"    {json.dumps(row)}")
+    return row
+
+
+SECTIONS = ["decoding", "encoding", "training", "cascade"]
+
+
+def run(work: Path, presets: List[str], sections: List[str] = SECTIONS, repeats: int = 1,
+        training_steps: int = 2) -> List[Dict]:
+    """The sections on each preset (training and cascade on the last, the largest)."""
+    torch.manual_seed(0)
+    log(f"benchmark: {torch.get_num_threads()} threads, torch CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, float32")
+    inputs = make_inputs(work, presets)
+    rows = []
+    for preset in presets:
+        if "decoding" in sections:
+            rows += decoding(inputs, preset, repeats, recompute=preset == "tiny")
+        if "encoding" in sections:
+            rows.append(encoding(inputs, preset, repeats))
+    if "training" in sections:
+        rows += training(inputs, presets[-1], training_steps)
+    if "cascade" in sections:
+        rows.append(cascade(inputs, presets[-1]))
+    return rows
+
+
+def table(rows: List[Dict]) -> str:
+    """The rows as Markdown, one table per section."""
+    out = []
+    for section in dict.fromkeys(r["section"] for r in rows):
+        part = [r for r in rows if r["section"] == section]
+        keys = [k for k in part[0] if k != "section"]
+        out += [f"\n{section}", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        for r in part:
+            out.append("| " + " | ".join(f"{r[k]:.3g}" if isinstance(r[k], float) else str(r[k])
+                                         for k in keys) + " |")
+    return "\n".join(out)

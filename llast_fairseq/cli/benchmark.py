@@ -1,0 +1,33 @@
+"""llast-benchmark: decoding, encoding, training and cascade costs as ratios against baselines
+run in the same process; prints Markdown tables and writes JSON."""
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ..benchmark import PRESETS, SECTIONS, run, table
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS),
+                        help="model sizes, smallest first (training and cascade use the last)")
+    parser.add_argument("--sections", nargs="+", default=SECTIONS, choices=SECTIONS, help="what to measure")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per measurement (the median is kept)")
+    parser.add_argument("--training-steps", type=int, default=2, help="timed training steps per variant")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: ratios stay stable on a shared machine)")
+    parser.add_argument("--work-dir", help="where the random-init models and clips are written (default: a temporary directory)")
+    parser.add_argument("--json", default="benchmark.json", help="output file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = run(Path(args.work_dir or tmp), args.presets, args.sections, args.repeats, args.training_steps)
+    Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    print(table(rows), flush=True)
+    print(f"\nwrote {args.json} ({time.perf_counter() - start:.0f} s)", flush=True)
+

@@ -1,0 +1,32 @@
+"""llast-benchmark: the installed command measures what it says, and its agreement check can fail."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from llast_fairseq.benchmark import agreement
+
+BIN = Path(sys.executable).parent
+
+
+def test_agreement_tells_ranking_from_search():
+    ours = [[[1, 2], [1, 3]], [[4], [5]]]
+    assert agreement(ours, ours) == {"best_identical": "2/2", "same_beams": "2/2"}
+    reranked = [[[1, 3], [1, 2]], [[4], [6]]]  # sentence 0 ranked differently, sentence 1 searched differently
+    assert agreement(ours, reranked) == {"best_identical": "1/2", "same_beams": "1/2"}
+
+
+def test_benchmark_command_writes_its_table(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run([BIN / "llast-benchmark", "--presets", "tiny", "--sections", "encoding", "decoding",
+                          "--work-dir", tmp_path / "work", "--json", out],
+                         capture_output=True, text=True, check=True)
+    rows = json.loads(out.read_text())
+    encoding = [r for r in rows if r["section"] == "encoding"]
+    assert len(encoding) == 1 and encoding[0]["padded_30s_s"] > 0 and encoding[0]["trimmed_s"] > 0
+    decoding = {r["clips"]: r for r in rows if r["section"] == "decoding"}
+    assert decoding["30 s"]["prefix_positions"] > 1500 > decoding["5 s"]["prefix_positions"]
+    # the shared prefix must not change the search: same final beams as HF and as recomputation
+    assert decoding["30 s"]["hf_same_beams"] == "8/8"
+    assert decoding["5 s"]["recompute_same_beams"] == "8/8"
+    assert "| tiny |" in run.stdout
