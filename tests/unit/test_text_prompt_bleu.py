@@ -1,9 +1,13 @@
-"""scripts/text_prompt_bleu.py: an LLM's text translation in LLaST's prompt, scored like evaluate.py."""
+"""llast_fairseq.text_prompt_bleu: an LLM's text translation in LLaST's prompt, scored like llast-evaluate."""
+import pytest
 import sacrebleu
 import torch
 from conftest import PAIRS
-from text_prompt_bleu import text_prompt_bleu
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from llast_fairseq.cli.text_prompt_bleu import main
+from llast_fairseq.evaluation import EvalError
+from llast_fairseq.text_prompt_bleu import text_prompt_bleu
 
 
 def test_greedy_translation_of_the_text_prompt_scored_with_the_direction_settings(tiny_models):
@@ -19,3 +23,11 @@ def test_greedy_translation_of_the_text_prompt_scored_with_the_direction_setting
     assert hyps[0] == tok.decode(out[0, len(ids):], skip_special_tokens=True).strip() != ""
     assert len(hyps) == len(rows)
     assert bleu == sacrebleu.corpus_bleu(hyps, [[r["tgt_text"] for r in rows]], lowercase=True).score
+
+
+def test_rows_of_several_directions_are_refused(tiny_models, tiny_corpus, capsys):
+    rows = [dict(src_text=s, tgt_text=t, src_lang=sl, tgt_lang=tl) for s, t, sl, tl in PAIRS]
+    with pytest.raises(EvalError, match="directions"):
+        text_prompt_bleu(str(tiny_models / "llm"), rows)
+    assert main(["--llm", str(tiny_models / "llm"), "--data", str(tiny_corpus), "--subset", "test"]) == 1
+    assert "pass a manifest of one direction" in capsys.readouterr().err
