@@ -1,8 +1,9 @@
 """Scoring: the one BLEU definition per target language, and fairseq-generate outputs per direction.
 
 BLEU is sacrebleu's, with the settings of :func:`bleu_settings` (LLaST's: 13a lowercased for
-X->en, the ``zh`` tokenizer for ->zh, ``ja-mecab`` for ->ja, 13a cased otherwise). ``llast-evaluate``
-and the text-prompt measure score with them; ``fairseq-generate --scoring sacrebleu`` prints
+X->en, the ``zh`` tokenizer for ->zh, ``ja-mecab`` for ->ja, 13a cased otherwise). The task's
+``--eval-bleu`` scores its validation set with them (:func:`bleu_statistics`), and so do
+``llast-evaluate`` and the text-prompt measure; ``fairseq-generate --scoring sacrebleu`` prints
 the same BLEU with ``--sacrebleu-tokenizer`` / ``--sacrebleu-lowercase`` set to them.
 
 ``llast-evaluate`` reads the ``generate-<subset>.txt`` files that ``fairseq-generate
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 GEN_PREFIX, GEN_SUFFIX = "generate-", ".txt"
 # sacrebleu tokenizer by base language code (FLEURS writes Mandarin as cmn); 13a for the others
 BLEU_TOKENIZERS = {"zh": "zh", "cmn": "zh", "ja": "ja-mecab"}
+# BLEU's sufficient statistics, as plain-integer keys (fairseq logs them and sums them over batches)
+BLEU_STATISTICS = ("sys_len", "ref_len", *(f"{kind}_{n}" for kind in ("counts", "totals") for n in range(4)))
 
 
 class EvalError(Exception):
@@ -43,6 +46,33 @@ def bleu_settings(lang: str) -> Dict:
     """sacrebleu's BLEU settings for text in language ``lang`` (``en``, ``zh-CN``, ``ja_jp``, ...)."""
     base = language_base(lang)
     return {"tokenize": BLEU_TOKENIZERS.get(base, "13a"), "lowercase": base == "en"}
+
+
+def bleu_statistics(hyps: Sequence[str], refs: Sequence[str], langs: Sequence[str]) -> Dict[str, int]:
+    """BLEU's sufficient statistics (:data:`BLEU_STATISTICS`) of sentences that may differ in
+    language, each scored with its own language's settings; sums of them over batches give the
+    corpus BLEU through :func:`bleu_from_statistics`."""
+    groups = {}
+    for hyp, ref, lang in zip(hyps, refs, langs, strict=True):
+        group = groups.setdefault(tuple(bleu_settings(lang).values()), ([], [], lang))
+        group[0].append(hyp)
+        group[1].append(ref)
+    stats = dict.fromkeys(BLEU_STATISTICS, 0)
+    for group_hyps, group_refs, lang in groups.values():
+        score = sacrebleu.BLEU(**bleu_settings(lang)).corpus_score(group_hyps, [group_refs])
+        stats["sys_len"] += score.sys_len
+        stats["ref_len"] += score.ref_len
+        for n in range(4):
+            stats[f"counts_{n}"] += score.counts[n]
+            stats[f"totals_{n}"] += score.totals[n]
+    return stats
+
+
+def bleu_from_statistics(stats: Dict[str, int]) -> float:
+    """Corpus BLEU from summed :func:`bleu_statistics` (sacrebleu's default exp smoothing)."""
+    return sacrebleu.BLEU.compute_bleu(
+        correct=[stats[f"counts_{n}"] for n in range(4)], total=[stats[f"totals_{n}"] for n in range(4)],
+        sys_len=stats["sys_len"], ref_len=stats["ref_len"], smooth_method="exp").score
 
 
 def score_translations(hyps: Sequence[str], refs: Sequence[str], tgt_lang: str) -> Dict:

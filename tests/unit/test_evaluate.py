@@ -308,6 +308,33 @@ def test_zh_and_ja_are_scored_with_their_tokenizers(tmp_path, subset, tokenize):
     assert f"tok:{tokenize}" in got["bleu_signature"]
 
 
+def test_mixed_languages_sum_each_sentences_statistics_under_its_own_settings():
+    """--eval-bleu's statistics: per sentence, the settings of its target language."""
+    hyps = ["the cat is on the mat .", "Le chat est sur le tapis.", "今天天气不错。", "paris is in france."]
+    refs = ["The Cat is on the Mat.", "le Chat est sur le Tapis.", "今天天气很好。", "Paris is in France."]
+    langs = ["en", "fr", "zh-CN", "en"]
+    explicit = {"en": dict(tokenize="13a", lowercase=True), "fr": dict(tokenize="13a", lowercase=False),
+                "zh-CN": dict(tokenize="zh", lowercase=False)}
+    expected = dict.fromkeys(ev.BLEU_STATISTICS, 0)
+    for h, r, lang in zip(hyps, refs, langs):
+        s = sacrebleu.BLEU(**explicit[lang]).corpus_score([h], [[r]])
+        expected["sys_len"] += s.sys_len
+        expected["ref_len"] += s.ref_len
+        for n in range(4):
+            expected[f"counts_{n}"] += s.counts[n]
+            expected[f"totals_{n}"] += s.totals[n]
+    stats = ev.bleu_statistics(hyps, refs, langs)
+    assert stats == expected
+    assert all(type(v) is int for v in stats.values())  # fairseq's meters keep plain numbers
+    cased = ev.bleu_statistics(hyps, refs, ["fr"] * 4)  # one setting for all: a different count
+    assert cased["counts_0"] < stats["counts_0"]
+    # one language: the corpus BLEU is sacrebleu's
+    en = [0, 3]
+    one = ev.bleu_statistics([hyps[i] for i in en], [refs[i] for i in en], ["en", "en"])
+    assert ev.bleu_from_statistics(one) == pytest.approx(
+        sacrebleu.corpus_bleu([hyps[i] for i in en], [[refs[i] for i in en]], lowercase=True).score)
+
+
 @pytest.mark.parametrize("lang", ["en", "fr", "zh-CN", "ja"])
 def test_fairseq_generate_scorer_with_the_matching_flags_gives_the_same_bleu(lang):
     """fairseq-generate --scoring sacrebleu with --sacrebleu-tokenizer/--sacrebleu-lowercase set to
