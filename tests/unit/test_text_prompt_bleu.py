@@ -1,8 +1,11 @@
 """llast_fairseq.text_prompt_bleu: an LLM's text translation in LLaST's prompt, scored like llast-evaluate."""
+import re
+import subprocess
+
 import pytest
 import sacrebleu
 import torch
-from conftest import PAIRS
+from conftest import PAIRS, REPO
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llast_fairseq.cli.text_prompt_bleu import main
@@ -31,3 +34,15 @@ def test_rows_of_several_directions_are_refused(tiny_models, tiny_corpus, capsys
         text_prompt_bleu(str(tiny_models / "llm"), rows)
     assert main(["--llm", str(tiny_models / "llm"), "--data", str(tiny_corpus), "--subset", "test"]) == 1
     assert "pass a manifest of one direction" in capsys.readouterr().err
+
+
+def test_installed_command_prints_the_measure_of_the_first_rows(tiny_models, tiny_corpus):
+    proc = subprocess.run([REPO / ".venv" / "bin" / "llast-text-prompt-bleu", "--llm", tiny_models / "llm",
+                           "--data", tiny_corpus, "--subset", "test_fr_en", "--rows", "3"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [dict(src_text=s, tgt_text=t, src_lang=sl, tgt_lang=tl) for s, t, sl, tl in PAIRS if sl == "fr"][:3]
+    bleu, hyps = text_prompt_bleu(str(tiny_models / "llm"), rows)
+    shown = re.findall(r"^  hyp: (.*)$", proc.stdout, flags=re.M)
+    assert shown == hyps  # the first three rows' hypotheses, as the library decodes them
+    assert f"text-prompt BLEU on 3 rows of test_fr_en: {bleu:.2f}" in proc.stdout
