@@ -15,7 +15,8 @@ setup(
         "transformers==5.24.0",
         "peft==0.21.2",
         "sentencepiece==0.2.3",
-        "sacrebleu==2.5.1",
+        "sacrebleu[ja]==2.5.1",
+        "tensorboardX==2.6.5",
         "omegaconf==2.3.0",
         "soundfile==0.14.0",
         "soxr==1.1.0",
@@ -24,5 +25,7 @@ setup(
         "llast-convert-ctranslate2-whisper = llast_fairseq.cli.convert_ctranslate2_whisper:main",
         "llast-make-tiny-models = llast_fairseq.cli.make_tiny_models:main",
         "llast-benchmark = llast_fairseq.cli.benchmark:main",
+        "llast-evaluate = llast_fairseq.cli.evaluate:main",
+        "llast-text-prompt-bleu = llast_fairseq.cli.text_prompt_bleu:main",
     ]},
 )

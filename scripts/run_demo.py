@@ -209,7 +209,7 @@ def prompt_texts():
 
 def most_frequent_baseline(corpus: Path):
     """Per direction, the most frequent training translation, output for every test row."""
-    from evaluate import load_manifest
+    from llast_fairseq.evaluation import load_manifest
 
     counts = collections.defaultdict(collections.Counter)
     for row in load_manifest(str(corpus), "train"):
@@ -218,7 +218,8 @@ def most_frequent_baseline(corpus: Path):
 
 
 def report(args, corpus: Path, work: Path, progress: TrainingProgress, seconds: dict):
-    from evaluate import aggregate, evaluate_run, format_table, load_manifest, score_direction
+    from llast_fairseq.evaluation import (aggregate, evaluate_run, format_table, load_manifest,
+                                          read_generate_output, score_translations)
 
     st = evaluate_run(str(corpus), str(work / "st"))
     asr = evaluate_run(str(corpus), str(work / "asr"), asr=True)
@@ -231,12 +232,9 @@ def report(args, corpus: Path, work: Path, progress: TrainingProgress, seconds: 
     base_scores = {}
     for d in DIRECTIONS:
         refs = [r["tgt_text"] for r in rows if f"{r['src_lang']}_{r['tgt_lang']}" == d]
-        src, tgt = d.split("_")
-        base_scores[d] = score_direction(src, tgt, [baseline[d]] * len(refs), refs)["bleu"]
+        base_scores[d] = score_translations([baseline[d]] * len(refs), refs, tgt_lang=d.split("_")[1])["bleu"]
     print("\nbaseline (always the most frequent training translation), BLEU: "
           + ", ".join(f"{d.replace('_', '->')} {b:.1f}" for d, b in base_scores.items()))
-
-    from evaluate import read_generate_output
 
     hyps = {i: h for i, _, h in read_generate_output(work / "st" / f"generate-{subset}.txt")}
     print("\nexamples (source | hypothesis | reference):")

@@ -3,7 +3,7 @@
 Each example is one (row, task) pair: ``st`` targets ``tgt_text`` with the translation prompt,
 ``asr`` targets ``src_text`` with the transcription prompt. ASR augmentation lists both per row.
 """
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -15,9 +15,12 @@ from .audio import load_waveform
 class LlastDataset(FairseqDataset):
     def __init__(self, name: str, audio_paths: List[str], n_frames: List[int],
                  examples: List[Tuple[int, str]], prompts: List[Tuple[List[int], List[int]]],
-                 targets: List[List[int]], dictionary, shuffle: bool):
+                 targets: List[List[int]], dictionary, shuffle: bool,
+                 target_langs: Optional[List[str]] = None):
         """``examples[i] = (row, task)``; ``prompts[i]`` and ``targets[i]`` belong to example i
-        (targets end with EOS); ``n_frames`` (audio samples per row) orders and batches them."""
+        (targets end with EOS); ``n_frames`` (audio samples per row) orders and batches them.
+        ``target_langs[i]``, the language of example i's target text, goes into batches as
+        ``target_lang`` for scoring (None where nothing is scored)."""
         self.name = name
         self.audio_paths = audio_paths
         self.examples = examples
@@ -26,6 +29,7 @@ class LlastDataset(FairseqDataset):
         self.sizes = np.array([n_frames[row] for row, _ in examples], dtype=np.int64)
         self.dictionary = dictionary
         self.shuffle = shuffle
+        self.target_langs = target_langs
         self.cached_audio = frozenset()  # audio paths whose Whisper states the model holds
 
 
@@ -69,7 +73,7 @@ class LlastDataset(FairseqDataset):
         for i, s in enumerate(samples):
             waveforms[i, : lengths[i]] = s["waveform"]
         targets = [s["target"] for s in samples]
-        return {
+        batch = {
             "id": torch.tensor([s["id"] for s in samples]),
             "nsentences": len(samples),
             "ntokens": sum(t.numel() for t in targets),
@@ -87,3 +91,6 @@ class LlastDataset(FairseqDataset):
             "target": data_utils.collate_tokens(targets, pad, eos),
             "target_lengths": torch.tensor([t.numel() for t in targets]),
         }
+        if self.target_langs is not None:
+            batch["target_lang"] = [self.target_langs[s["id"]] for s in samples]
+        return batch

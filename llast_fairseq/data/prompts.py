@@ -32,12 +32,21 @@ LANGUAGE_NAMES = {
 }
 
 
-def language_name(code: str) -> str:
-    """English name of an ISO 639-1 code as the prompt says it (``fr`` -> ``French``).
+def language_base(code: str) -> str:
+    """The language part of a code, lowercased: FLEURS-style ``fr_fr`` and CoVoST-style ``zh-CN``
+    are ``fr`` and ``zh``."""
+    return code.replace("-", "_").split("_")[0].lower()
 
-    FLEURS-style codes (``fr_fr``) and CoVoST-style ones (``zh-CN``) use their language part.
-    """
-    base = code.replace("-", "_").split("_")[0].lower()
+
+def output_language(task: str, src_lang: str, tgt_lang: str) -> str:
+    """The language a task writes: a transcript is in the source language, a translation in the target."""
+    return src_lang if task == "asr" else tgt_lang
+
+
+def language_name(code: str) -> str:
+    """English name of an ISO 639-1 code as the prompt says it (``fr`` -> ``French``, ``zh-CN`` ->
+    ``Chinese``)."""
+    base = language_base(code)
     if base not in LANGUAGE_NAMES:
         raise KeyError(
             f"unknown language code {code!r}; known: {', '.join(sorted(LANGUAGE_NAMES))}"
@@ -66,8 +75,7 @@ class PromptBuilder:
 
     def text(self, task: str, src_lang: str, tgt_lang: str) -> str:
         """The prompt as text, with the audio placeholder where the audio goes."""
-        # a transcript is in the source language, whatever the row's target language
-        names = {"src": language_name(src_lang), "tgt": language_name(src_lang if task == "asr" else tgt_lang)}
+        names = {"src": language_name(src_lang), "tgt": language_name(output_language(task, src_lang, tgt_lang))}
         instruction = INSTRUCTIONS[task].format(**names)
         if self.template == "chat":
             message = [{"role": "user", "content": f"{AUDIO_PLACEHOLDER}\n{instruction}"}]

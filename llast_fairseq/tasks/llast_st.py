@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-import sacrebleu
 import torch
 from fairseq import metrics, utils
 from fairseq.data.audio.data_cfg import S2TDataConfig
@@ -25,7 +24,8 @@ from omegaconf import MISSING
 from ..data.audio import load_waveform
 from ..data.llast_dataset import LlastDataset
 from ..data.llm_dictionary import LLMDetokenizer, build_llm_dictionary
-from ..data.prompts import PromptBuilder
+from ..data.prompts import PromptBuilder, output_language
+from ..evaluation import BLEU_STATISTICS, bleu_from_statistics, bleu_statistics
 from ..models.hf_llm import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -55,8 +55,8 @@ class LlastSTConfig(FairseqDataclass):
     tgt_lang: Optional[str] = field(
         default=None, metadata={"help": "target language for manifests without a tgt_lang column"})
     eval_bleu: bool = field(
-        default=False, metadata={"help": "decode the validation set and log its BLEU (sacrebleu 13a) "
-                                         "each validation; usable as --best-checkpoint-metric bleu"})
+        default=False, metadata={"help": "decode the validation set and log its BLEU, each example scored "
+                                         "with its target language's settings; usable as --best-checkpoint-metric bleu"})
     eval_bleu_args: str = field(
         default='{"beam": 1, "max_len_b": 128}',
         metadata={"help": "generation settings for --eval-bleu, as JSON (e.g. '{\"beam\": 5}')"})
@@ -118,11 +118,8 @@ class LlastSTTask(FairseqTask):
             hyps = [detok.decode(self.tgt_dict.string(h[0]["tokens"])) for h in hypos]
             refs = [detok.decode(self.tgt_dict.string(utils.strip_pad(t, self.tgt_dict.pad())))
                     for t in sample["target"]]
-            bleu = sacrebleu.corpus_bleu(hyps, [refs])
-            logging_output["_bleu_sys_len"], logging_output["_bleu_ref_len"] = bleu.sys_len, bleu.ref_len
-            for i in range(4):
-                logging_output[f"_bleu_counts_{i}"] = bleu.counts[i]
-                logging_output[f"_bleu_totals_{i}"] = bleu.totals[i]
+            for key, value in bleu_statistics(hyps, refs, sample["target_lang"]).items():
+                logging_output[f"_bleu_{key}"] = value
         return loss, sample_size, logging_output
 
     def reduce_metrics(self, logging_outputs, criterion):
@@ -131,17 +128,13 @@ class LlastSTTask(FairseqTask):
             return
         # plain-number sums (no numpy arrays: checkpoints keep these meters and must load with
         # torch.load's weights_only default)
-        keys = [f"_bleu_{kind}_{i}" for kind in ("counts", "totals") for i in range(4)]
-        keys += ["_bleu_sys_len", "_bleu_ref_len"]
-        sums = {key: int(sum(log.get(key, 0) for log in logging_outputs)) for key in keys}
-        if sums["_bleu_totals_0"] == 0:
+        sums = {key: int(sum(log.get(f"_bleu_{key}", 0) for log in logging_outputs)) for key in BLEU_STATISTICS}
+        if sums["totals_0"] == 0:
             return
         for key, value in sums.items():
-            metrics.log_scalar_sum(key, value)
-        metrics.log_derived("bleu", lambda m: round(sacrebleu.BLEU.compute_bleu(
-            correct=[m[f"_bleu_counts_{i}"].sum for i in range(4)],
-            total=[m[f"_bleu_totals_{i}"].sum for i in range(4)],
-            sys_len=m["_bleu_sys_len"].sum, ref_len=m["_bleu_ref_len"].sum, smooth_method="exp").score, 2))
+            metrics.log_scalar_sum(f"_bleu_{key}", value)
+        metrics.log_derived("bleu", lambda m: round(bleu_from_statistics(
+            {key: m[f"_bleu_{key}"].sum for key in BLEU_STATISTICS}), 2))
 
     def build_bpe(self, args):
         """fairseq-generate detokenizes through this: hypotheses print as plain text."""
@@ -150,7 +143,7 @@ class LlastSTTask(FairseqTask):
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, task_cfg=None, **kwargs):
         """``split`` names one manifest or several joined by commas (one dataset over all rows)."""
         audio_root = Path(S2TDataConfig(Path(self.cfg.data) / self.cfg.config_yaml).audio_root)
-        audio_paths, n_frames, examples, prompts, texts = [], [], [], [], []
+        audio_paths, n_frames, examples, prompts, texts, langs = [], [], [], [], [], []
         for name in split.split(","):
             tsv = Path(self.cfg.data) / f"{name}.tsv"
             rows = SpeechToTextDatasetCreator._load_samples_from_tsv(self.cfg.data, name)
@@ -169,11 +162,12 @@ class LlastSTTask(FairseqTask):
                     examples.append((len(audio_paths) - 1, task))
                     prompts.append(self.prompts.ids(task, src, tgt))
                     texts.append(_field(row, "src_text" if task == "asr" else "tgt_text", where))
+                    langs.append(output_language(task, src, tgt))
             logger.info(f"{name}: {len(rows)} rows ({'+'.join(tasks)}) from {tsv}")
         eos = self.tgt_dict.eos()
         targets = [ids + [eos] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         self.datasets[split] = LlastDataset(split, audio_paths, n_frames, examples, prompts, targets,
-                                            self.tgt_dict, shuffle=split.startswith("train"))
+                                            self.tgt_dict, shuffle=split.startswith("train"), target_langs=langs)
 
 
 def fill_whisper_cache(encoder, datasets: Iterable[LlastDataset], positions_per_batch: int = 4096):

@@ -1,7 +1,12 @@
-"""The real fairseq-train and fairseq-generate commands on tiny models and real speech."""
+"""The real fairseq-train and fairseq-generate commands on tiny models and real speech, with
+fairseq's logging integrations, and llast-evaluate on what fairseq-generate wrote."""
+import fcntl
 import json
+import os
 import re
+import struct
 import subprocess
+import termios
 from pathlib import Path
 
 import pytest
@@ -28,15 +33,21 @@ def trained(tiny_corpus, tiny_models, tmp_path_factory):
         "--optimizer", "adam", "--lr", "1e-2", "--clip-norm", "1.0", "--batch-size", "4", "--max-update", "40",
         "--train-subset", "train", "--valid-subset", "test", "--save-dir", save,
         "--log-format", "json", "--log-interval", "1", "--num-workers", "0", "--cpu", "--seed", "1",
+        "--tensorboard-logdir", save / "tensorboard",
         cwd=tiny_corpus,
     )
     return save, log
 
 
+def json_train_losses(log):
+    """The loss of each train_inner line of a --log-format json log."""
+    return [float(json.loads(line.split("| train_inner | ", 1)[1])["loss"])
+            for line in log.splitlines() if "| train_inner | " in line]
+
+
 def test_train_lowers_the_loss_and_trains_only_lora_and_adaptor(trained):
     save, log = trained
-    losses = [float(json.loads(line.split("| train_inner | ", 1)[1])["loss"])
-              for line in log.splitlines() if "| train_inner | " in line]
+    losses = json_train_losses(log)
     assert len(losses) == 40
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
     assert last < 0.7 * first, (first, last)
@@ -67,3 +78,97 @@ def test_generate_beam5_from_checkpoint_in_a_fresh_process(trained, tiny_corpus,
     assert [refs[i] for i in range(len(rows))] == [tgt for _, tgt, _, _ in rows]  # detokenized
     assert re.search(r"Generate \S+ with beam=5: BLEU = [\d.]+", lines[-1]), lines[-1]
     assert "Translated" in out
+
+
+def tensorboard_scalars(logdir: Path):
+    """{tag: [(step, value)]} of the scalar summaries in the TensorBoard event files of logdir
+    (TFRecord framing: length u64, its crc u32, an Event proto, the proto's crc u32)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars = {}
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
+        data, pos = path.read_bytes(), 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_tensorboard_logdir_holds_the_train_and_valid_loss(trained):
+    save, log = trained
+    assert "Please install tensorboardX" not in log and "tensorboard not found" not in log
+    train_inner = tensorboard_scalars(save / "tensorboard" / "train_inner")
+    assert [step for step, _ in train_inner["loss"]] == list(range(1, 41))  # --log-interval 1
+    # the values the json log printed (rounded there to 3 decimals)
+    assert [v for _, v in train_inner["loss"]] == pytest.approx(json_train_losses(log), abs=6e-4)
+    # validation stats go under the valid subset's name (--valid-subset test)
+    valid_losses = [float(json.loads(line.split("| test | ", 1)[1])["test_loss"])
+                    for line in log.splitlines() if "| test | " in line]
+    valid = tensorboard_scalars(save / "tensorboard" / "test")
+    assert valid_losses and [v for _, v in valid["loss"]] == pytest.approx(valid_losses, abs=6e-4)
+
+
+def run_in_a_terminal(argv, cwd):
+    """Run argv with stdout and stderr on a pseudo-terminal, as in an interactive shell (fairseq
+    falls back from tqdm to simple when stderr is not a terminal); returns what it printed."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 200, 0, 0))  # rows, columns
+    proc = subprocess.Popen([str(a) for a in argv], cwd=cwd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    out = b"".join(chunks).decode("utf-8", errors="replace")
+    assert proc.wait() == 0, out[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("log_format", ["simple", "tqdm"])
+def test_log_formats_print_the_train_loss(tiny_corpus, tiny_models, tmp_path, log_format):
+    """--log-format json is the trained fixture's; simple and tqdm print the loss their own way."""
+    argv = [BIN / "fairseq-train", tiny_corpus, "--user-dir", REPO / "llast_fairseq", "--task", "llast_st",
+            "--llm-path", tiny_models / "llm", "--arch", "llast_tiny", "--whisper-path", tiny_models / "whisper.pt",
+            "--criterion", "llast_cross_entropy", "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "4",
+            "--max-update", "2", "--train-subset", "train", "--disable-validation", "--no-save",
+            "--log-format", log_format, "--log-interval", "1", "--num-workers", "0", "--cpu"]
+    if log_format == "simple":
+        out = run(*argv, cwd=tmp_path)
+        # progress lines "epoch 001:      1 / 2 loss=12.345, ..." at every update
+        assert len(re.findall(r"epoch 001:\s+\d+ / 2 loss=\d+\.\d+", out)) == 2, out[-3000:]
+    else:
+        out = run_in_a_terminal(argv, cwd=tmp_path)
+        # tqdm's bar, redrawn in place, shows the last logged stats after the counter
+        assert re.search(r"epoch 001:\s+\d+%\|[^|]*\| \d/2 \[[^]]*loss=\d+\.\d+", out), out[-3000:]
+    # the end-of-epoch summary of the train stats, in both formats
+    assert re.search(r"\| train \| epoch 001 \| loss \d+\.\d+ \|", out), out[-3000:]
+    assert "Please install tensorboardX" not in out
+
+
+def test_generate_bleu_equals_llast_evaluate(trained, tiny_corpus, tiny_models, tmp_path):
+    """fairseq-generate with the X->en flags of the README prints the BLEU that llast-evaluate
+    computes from the file it wrote; the installed llast-evaluate command checks its references."""
+    save, _ = trained
+    run(BIN / "fairseq-generate", tiny_corpus, "--user-dir", REPO / "llast_fairseq",
+        "--task", "llast_st", "--llm-path", tiny_models / "llm", "--path", save / "checkpoint_last.pt",
+        "--gen-subset", "test_fr_en", "--beam", "5", "--max-len-b", "30", "--batch-size", "3",
+        "--scoring", "sacrebleu", "--sacrebleu-lowercase", "--results-path", tmp_path / "res", "--cpu",
+        cwd=tmp_path)
+    last = (tmp_path / "res" / "generate-test_fr_en.txt").read_text().splitlines()[-1]
+    fairseq_bleu = re.search(r"BLEU = ([\d.]+)", last).group(1)
+    table = run(BIN / "llast-evaluate", "--data", tiny_corpus, tmp_path / "res", "--json", tmp_path / "scores.json",
+                cwd=tmp_path)
+    (entry,) = json.loads((tmp_path / "scores.json").read_text())["results"]
+    assert (entry["subset"], entry["direction"], entry["n"]) == ("test_fr_en", "fr-en", 4)
+    assert f"{entry['bleu']['mean']:.2f}" == fairseq_bleu
+    assert re.search(rf"test_fr_en\s+fr-en\s+4\s+1\s+{re.escape(fairseq_bleu)}\s", table), table

@@ -1,15 +1,14 @@
-"""Tests for scripts/evaluate.py on small fake manifests and fairseq-generate outputs."""
+"""llast_fairseq.evaluation and llast-evaluate's main on small manifests and fairseq-generate outputs."""
 import csv
 import json
 import os
 import statistics
-import sys
 
 import pytest
 import sacrebleu
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
-import evaluate as ev  # noqa: E402
+from llast_fairseq import evaluation as ev
+from llast_fairseq.cli.evaluate import main
 
 COLS = ["id", "audio", "n_frames", "tgt_text", "src_text", "src_lang", "tgt_lang", "speaker"]
 
@@ -156,23 +155,16 @@ def test_bleu_per_direction_matches_sacrebleu(setup):
 
 
 def test_bleu_settings():
-    assert ev.bleu_settings("en") == {"tokenize": "13a", "lowercase": True}
+    assert ev.bleu_settings("en") == ev.bleu_settings("en_us") == {"tokenize": "13a", "lowercase": True}
     assert ev.bleu_settings("fr") == {"tokenize": "13a", "lowercase": False}
-    assert ev.bleu_settings("zh-CN") == {"tokenize": "zh", "lowercase": False}
-    try:
-        import ipadic  # noqa: F401
-        import MeCab  # noqa: F401
-    except ImportError:
-        with pytest.raises(ev.EvalError, match=r"pip install 'sacrebleu\[ja\]"):
-            ev.bleu_settings("ja")
-    else:
-        assert ev.bleu_settings("ja")["tokenize"] == "ja-mecab"
+    assert ev.bleu_settings("zh-CN") == ev.bleu_settings("cmn_hans_cn") == {"tokenize": "zh", "lowercase": False}
+    assert ev.bleu_settings("ja") == ev.bleu_settings("ja_jp") == {"tokenize": "ja-mecab", "lowercase": False}
 
 
 def test_mean_std_over_seeds_cli_and_json(setup, capsys):
     data, runs, tmp = setup
     out_json = str(tmp / "scores.json")
-    assert ev.main(["--data", data, *runs, "--json", out_json]) == 0
+    assert main(["--data", data, *runs, "--json", out_json]) == 0
     table = capsys.readouterr().out
     e1, e2 = expected_scores(1), expected_scores(2)
     res = json.load(open(out_json))
@@ -196,7 +188,7 @@ def test_mean_std_over_seeds_cli_and_json(setup, capsys):
 
 def test_single_run_has_no_std(setup, capsys):
     data, runs, _ = setup
-    assert ev.main(["--data", data, runs[0]]) == 0
+    assert main(["--data", data, runs[0]]) == 0
     assert "±" not in capsys.readouterr().out
 
 
@@ -220,7 +212,7 @@ def test_asr_runs(setup, capsys):
     assert set(got) == {("test_multi", "en"), ("test_multi", "fr"), ("test_multi", "de")}
     assert got[("test_multi", "fr")] == {"n": 2, "wer": pytest.approx(100 * 1 / 15)}
     assert got[("test_multi", "en")]["wer"] == 0.0
-    assert ev.main(["--data", data, "--asr", str(asr)]) == 0
+    assert main(["--data", data, "--asr", str(asr)]) == 0
     assert "asr:fr" in capsys.readouterr().out
     # ST results passed as --asr (references are translations) is caught
     st = tmp / "res_seed1"
@@ -267,7 +259,7 @@ def test_missing_generate_file_and_unknown_subset(setup, tmp_path, capsys):
     with pytest.raises(ev.EvalError, match=r"unknown subset 'test_xx_yy'.*test_xx_yy\.tsv"):
         ev.evaluate_run(data, str(unk))
     # the CLI reports errors on stderr with exit status 1
-    assert ev.main(["--data", data, str(unk)]) == 1
+    assert main(["--data", data, str(unk)]) == 1
     assert "unknown subset 'test_xx_yy'" in capsys.readouterr().err
 
 
@@ -284,3 +276,78 @@ def test_comma_joined_subset_is_its_manifests_in_turn(setup):
     assert rows == ev.load_manifest(str(data), "test_fr_en") + ev.load_manifest(str(data), "test_en_fr")
     with pytest.raises(ev.EvalError, match="nope"):
         ev.load_manifest(str(data), "test_fr_en,nope")
+
+
+# zh and ja: real sentences, scored with the tokenizers LLaST uses (zh, ja-mecab), not 13a
+CJK = {
+    "test_en_zh": [("en", "zh-CN", "The weather is very nice today.", "今天天气很好。"),
+                   ("en", "zh-CN", "I like to drink green tea in the morning.", "我喜欢早上喝绿茶。"),
+                   ("en", "zh-CN", "My brother works in Shanghai.", "我的哥哥在上海工作。")],
+    "test_en_ja": [("en", "ja", "It is sunny today.", "今日は晴れです。"),
+                   ("en", "ja", "I am reading a book in the library.", "私は図書館で本を読んでいます。"),
+                   ("en", "ja", "The train leaves at seven.", "電車は七時に出発します。")],
+}
+CJK_HYPS = {
+    "test_en_zh": ["今天天气不错。", "我喜欢早上喝茶。", "我哥哥在上海工作。"],
+    "test_en_ja": ["今日は晴れている。", "私は図書館で本を読む。", "電車は七時に出ます。"],
+}
+
+
+@pytest.mark.parametrize("subset,tokenize", [("test_en_zh", "zh"), ("test_en_ja", "ja-mecab")])
+def test_zh_and_ja_are_scored_with_their_tokenizers(tmp_path, subset, tokenize):
+    data, res = tmp_path / "data", tmp_path / "res"
+    write_manifests(str(data), CJK)
+    res.mkdir()
+    refs, hyps = [r[3] for r in CJK[subset]], CJK_HYPS[subset]
+    write_generate(str(res / f"generate-{subset}.txt"), subset, refs, hyps)
+    got = ev.evaluate_run(str(data), str(res))[(subset, CJK[subset][0][0] + "-" + CJK[subset][0][1])]
+    expected = sacrebleu.corpus_bleu(hyps, [refs], tokenize=tokenize).score
+    assert got["bleu"] == pytest.approx(expected, abs=1e-9)
+    assert 10 < got["bleu"] < 100
+    assert abs(got["bleu"] - sacrebleu.corpus_bleu(hyps, [refs], tokenize="13a").score) > 10
+    assert f"tok:{tokenize}" in got["bleu_signature"]
+
+
+def test_mixed_languages_sum_each_sentences_statistics_under_its_own_settings():
+    """--eval-bleu's statistics: per sentence, the settings of its target language."""
+    hyps = ["the cat is on the mat .", "Le chat est sur le tapis.", "今天天气不错。", "paris is in france."]
+    refs = ["The Cat is on the Mat.", "le Chat est sur le Tapis.", "今天天气很好。", "Paris is in France."]
+    langs = ["en", "fr", "zh-CN", "en"]
+    explicit = {"en": dict(tokenize="13a", lowercase=True), "fr": dict(tokenize="13a", lowercase=False),
+                "zh-CN": dict(tokenize="zh", lowercase=False)}
+    expected = dict.fromkeys(ev.BLEU_STATISTICS, 0)
+    for h, r, lang in zip(hyps, refs, langs):
+        s = sacrebleu.BLEU(**explicit[lang]).corpus_score([h], [[r]])
+        expected["sys_len"] += s.sys_len
+        expected["ref_len"] += s.ref_len
+        for n in range(4):
+            expected[f"counts_{n}"] += s.counts[n]
+            expected[f"totals_{n}"] += s.totals[n]
+    stats = ev.bleu_statistics(hyps, refs, langs)
+    assert stats == expected
+    assert all(type(v) is int for v in stats.values())  # fairseq's meters keep plain numbers
+    cased = ev.bleu_statistics(hyps, refs, ["fr"] * 4)  # one setting for all: a different count
+    assert cased["counts_0"] < stats["counts_0"]
+    # one language: the corpus BLEU is sacrebleu's
+    en = [0, 3]
+    one = ev.bleu_statistics([hyps[i] for i in en], [refs[i] for i in en], ["en", "en"])
+    assert ev.bleu_from_statistics(one) == pytest.approx(
+        sacrebleu.corpus_bleu([hyps[i] for i in en], [[refs[i] for i in en]], lowercase=True).score)
+
+
+@pytest.mark.parametrize("lang", ["en", "fr", "zh-CN", "ja"])
+def test_fairseq_generate_scorer_with_the_matching_flags_gives_the_same_bleu(lang):
+    """fairseq-generate --scoring sacrebleu with --sacrebleu-tokenizer/--sacrebleu-lowercase set to
+    bleu_settings(lang) scores as evaluation does (fairseq lowercases after tokenizing)."""
+    from fairseq.scoring.bleu import SacrebleuConfig, SacrebleuScorer
+
+    rows = {"en": FR_EN, "fr": EN_FR, "zh-CN": CJK["test_en_zh"], "ja": CJK["test_en_ja"]}[lang]
+    refs = [r[3] for r in rows]
+    hyps = {"en": HYPS[1]["test_fr_en"], "fr": HYPS[1]["test_en_fr"], "zh-CN": CJK_HYPS["test_en_zh"],
+            "ja": CJK_HYPS["test_en_ja"]}[lang]
+    settings = ev.bleu_settings(lang)
+    scorer = SacrebleuScorer(SacrebleuConfig(sacrebleu_tokenizer=settings["tokenize"],
+                                             sacrebleu_lowercase=settings["lowercase"]))
+    for ref, hyp in zip(refs, hyps):
+        scorer.add_string(ref, hyp)
+    assert scorer.score() == pytest.approx(ev.score_translations(hyps, refs, lang)["bleu"], abs=1e-9)
