@@ -27,5 +27,6 @@ setup(
         "llast-make-tiny-models = llast_fairseq.cli.make_tiny_models:main",
         "llast-prep-covost2 = llast_fairseq.cli.prep_covost2:main",
         "llast-prep-fleurs = llast_fairseq.cli.prep_fleurs:main",
+        "llast-make-corpus = llast_fairseq.cli.make_corpus:main",
     ]},
 )
