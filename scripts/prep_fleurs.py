@@ -1,2 +1,4 @@
+#!/usr/bin/env python
 from llast_fairseq.cli.prep_fleurs import main
+
 main()

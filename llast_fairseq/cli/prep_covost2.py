@@ -29,6 +29,3 @@ def main(argv=None):
     except FileNotFoundError as e:
         sys.exit(f"error: {e}")
 
-
-if __name__ == "__main__":
-    main()

@@ -27,6 +27,3 @@ def main(argv=None):
     except FileNotFoundError as e:
         sys.exit(f"error: {e}")
 
-
-if __name__ == "__main__":
-    main()
