@@ -204,8 +204,8 @@ def synthesize(job):
                    input=text.encode("utf-8"), check=True, capture_output=True)
     samples, rate = sf.read(raw, dtype="float32")
     os.remove(raw)
-    samples = trim_trailing_silence(np.clip(to_mono_16k(samples, rate), -1.0, 1.0))
-    write_pcm16(path, samples)
+    samples = trim_trailing_silence(to_mono_16k(samples, rate))
+    write_pcm16(path, samples)  # clipped to [-1, 1]
     return len(samples)
 
 

@@ -5,6 +5,7 @@ import collections
 import io
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -131,7 +132,7 @@ def test_lexicon_groups_stand_for_their_classes():
      r"pronouns: missing \['he'\]"),
     (("today: {en: today, fr: aujourd'hui, de: heute, es: hoy}", "today: {en: today, fr: aujourd'hui, de: heute}"),
      r"times\.present\.today: expected the keys fr, de, es, en"),
-    (("  fr: ai a ons ont", "  fr: no"), r"future_endings\.fr: expected 4 space-separated forms, got 1"),
+    (("  fr: ai a ons ont", "  fr: ai a ons"), r"future_endings\.fr: expected 4 space-separated forms, got 3"),
     (("  es: é á emos án", "  es: off"), r"future_endings\.es: expected a non-empty string, got False"),
 ])
 def test_bad_lexicon_names_file_and_field(tmp_path, edit, message):
@@ -139,7 +140,7 @@ def test_bad_lexicon_names_file_and_field(tmp_path, edit, message):
     assert text.count(edit[0]) == 1, edit[0]
     bad = tmp_path / "lexicon.yaml"
     bad.write_text(text.replace(edit[0], edit[1]), encoding="utf-8")
-    with pytest.raises(LexiconError, match=f"{bad}: {message}"):
+    with pytest.raises(LexiconError, match=re.escape(f"{bad}: ") + message):
         Grammar(str(bad))
 
 
