@@ -1,9 +1,8 @@
 """``llast-prep-covost2``: CoVoST 2 into fairseq S2T manifests (:mod:`llast_fairseq.prep.covost2`)."""
 import argparse
-import sys
 
 from ..prep import covost2
-from .prep_options import HelpFormatter, add_prep_args, pair_type, prep_config
+from .prep_options import HelpFormatter, add_prep_args, pair_type, run_prep
 
 
 def get_parser():
@@ -21,11 +20,4 @@ def get_parser():
 
 
 def main(argv=None):
-    parser = get_parser()
-    args = parser.parse_args(argv)
-    cfg = prep_config(parser, args)
-    try:
-        covost2.prepare(args.cv_root, args.pairs, args.out_dir, args.covost_root, cfg)
-    except FileNotFoundError as e:
-        sys.exit(f"error: {e}")
-
+    run_prep(get_parser(), argv, lambda args, cfg: covost2.prepare(args.cv_root, args.pairs, args.out_dir, args.covost_root, cfg))

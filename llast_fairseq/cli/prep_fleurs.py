@@ -1,9 +1,8 @@
 """``llast-prep-fleurs``: FLEURS into fairseq S2T manifests (:mod:`llast_fairseq.prep.fleurs`)."""
 import argparse
-import sys
 
 from ..prep import fleurs
-from .prep_options import HelpFormatter, add_prep_args, pair_type, prep_config
+from .prep_options import HelpFormatter, add_prep_args, pair_type, run_prep
 
 
 def get_parser():
@@ -19,11 +18,4 @@ def get_parser():
 
 
 def main(argv=None):
-    parser = get_parser()
-    args = parser.parse_args(argv)
-    cfg = prep_config(parser, args)
-    try:
-        fleurs.prepare(args.fleurs_root, args.pairs, args.out_dir, cfg)
-    except FileNotFoundError as e:
-        sys.exit(f"error: {e}")
-
+    run_prep(get_parser(), argv, lambda args, cfg: fleurs.prepare(args.fleurs_root, args.pairs, args.out_dir, cfg))

@@ -1,5 +1,6 @@
 """Options shared by ``llast-prep-covost2`` and ``llast-prep-fleurs``."""
 import argparse
+import sys
 
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 
@@ -39,3 +40,14 @@ def prep_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Pr
                              if not k.startswith("_")})
     except ValueError as e:
         parser.error(str(e))
+
+
+def run_prep(parser: argparse.ArgumentParser, argv, prepare):
+    """Parse ``argv`` and call ``prepare(args, cfg)``; a missing input file ends the command with
+    its message."""
+    args = parser.parse_args(argv)
+    cfg = prep_config(parser, args)
+    try:
+        prepare(args, cfg)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")
