@@ -20,6 +20,8 @@ setup(
         "omegaconf==2.3.0",
         "soundfile==0.14.0",
         "soxr==1.1.0",
+        "PyYAML==6.0.4",
+        "tqdm==4.70.1",
     ],
     entry_points={"console_scripts": [
         "llast-convert-ctranslate2-whisper = llast_fairseq.cli.convert_ctranslate2_whisper:main",
@@ -27,5 +29,8 @@ setup(
         "llast-benchmark = llast_fairseq.cli.benchmark:main",
         "llast-evaluate = llast_fairseq.cli.evaluate:main",
         "llast-text-prompt-bleu = llast_fairseq.cli.text_prompt_bleu:main",
+        "llast-prep-covost2 = llast_fairseq.cli.prep_covost2:main",
+        "llast-prep-fleurs = llast_fairseq.cli.prep_fleurs:main",
+        "llast-make-corpus = llast_fairseq.cli.make_corpus:main",
     ]},
 )

@@ -74,7 +74,7 @@ def run(cmd, on_line=None):
 def train_args(args, corpus: Path, llm: Path, whisper: Path, save_dir: Path, autocast: bool):
     return [
         BIN / "fairseq-train", corpus, "--user-dir", REPO / "llast_fairseq", "--task", "llast_st",
-        "--train-subset", "train", "--valid-subset", "dev", "--asr-augment",
+        "--train-subset", "train_joint", "--valid-subset", "dev", "--asr-augment",
         "--llm-path", llm, "--arch", "llast_tiny", "--whisper-path", whisper,
         "--llm-training", "full", "--frame-stack", "8", "--cache-whisper-states",
         *(["--autocast-bf16"] if autocast else []),
@@ -212,7 +212,7 @@ def most_frequent_baseline(corpus: Path):
     from llast_fairseq.evaluation import load_manifest
 
     counts = collections.defaultdict(collections.Counter)
-    for row in load_manifest(str(corpus), "train"):
+    for row in load_manifest(str(corpus), "train_joint"):
         counts[f"{row['src_lang']}_{row['tgt_lang']}"][row["tgt_text"]] += 1
     return {d: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for d, c in counts.items()}
 

@@ -4,20 +4,22 @@ Speech is synthesized by espeak-ng (real audio files, 22.05 kHz wav, so the load
 the LLM tokenizer is a SentencePiece model trained on the corpus text, and both models are
 saved exactly as a user's real checkpoints would be (openai-whisper .pt, HF directory).
 """
+import io
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import soundfile as sf
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-import s2t_manifest  # noqa: E402
 from llast_fairseq.tiny_models import make_tiny_llm, make_tiny_whisper  # noqa: E402
 
-COLUMNS = ["id", "audio", "n_frames", "tgt_text", "src_text", "src_lang", "tgt_lang", "speaker"]
+from llast_fairseq.data.manifest import MANIFEST_COLUMNS, write_config, write_tsv  # noqa: E402
 
 # (source, translation, src_lang, tgt_lang)
 PAIRS = [
@@ -30,10 +32,6 @@ PAIRS = [
     ("The cat sleeps.", "Le chat dort.", "en", "fr"),
     ("We love music.", "Nous aimons la musique.", "en", "fr"),
 ]
-
-
-def write_manifest(path: Path, rows):
-    s2t_manifest.write_tsv(path, COLUMNS, rows)
 
 
 @pytest.fixture(scope="session")
@@ -49,10 +47,10 @@ def tiny_corpus(tmp_path_factory) -> Path:
         subprocess.run(["espeak-ng", "-v", voice, "-s", "170", "-w", str(wav), src], check=True)
         rows.append(dict(id=f"utt{i}", audio=f"audio/utt{i}.wav", n_frames=sf.info(wav).frames,
                          tgt_text=tgt, src_text=src, src_lang=sl, tgt_lang=tl, speaker=voice))
-    write_manifest(root / "train.tsv", rows)
-    write_manifest(root / "test.tsv", rows)
-    write_manifest(root / "test_fr_en.tsv", [r for r in rows if r["src_lang"] == "fr"])
-    (root / "config.yaml").write_text(f"audio_root: {root}\n")
+    write_tsv(root / "train.tsv", rows)
+    write_tsv(root / "test.tsv", rows)
+    write_tsv(root / "test_fr_en.tsv", [r for r in rows if r["src_lang"] == "fr"])
+    write_config(root)
     return root
 
 
@@ -95,3 +93,36 @@ def first_batch(task, split: str, batch_size: int = 4):
         task.load_dataset(split)
     dataset = task.dataset(split)
     return dataset.collater([dataset[i] for i in range(min(batch_size, len(dataset)))])
+
+
+# Data preparation (tests/unit/test_prep_*.py): speech for the tiny corpus trees, manifest checks
+
+QUOTED_FR = 'Il a dit "bonjour" à l\'ami.'
+QUOTED_EN = '"Hello," he said to his friend\'s dog.'
+
+
+def speak(text, voice="en"):
+    """Mono float32 speech for ``text`` synthesized by espeak-ng, and its sample rate."""
+    wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text],
+                         check=True, capture_output=True).stdout
+    samples, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    return samples, rate
+
+
+def check_manifest(out_dir, split, expect_zip):
+    """Load ``split`` with fairseq's reader and decode every audio entry the way fairseq locates
+    it (``parse_path`` + ``read_from_stored_zip``); returns the rows."""
+    from fairseq.data.audio.audio_utils import parse_path, read_from_stored_zip
+    from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDatasetCreator
+
+    config = yaml.safe_load(open(os.path.join(out_dir, "config.yaml")))
+    samples = SpeechToTextDatasetCreator._load_samples_from_tsv(str(out_dir), split)
+    for s in samples:
+        assert tuple(s) == MANIFEST_COLUMNS
+        path, slice_ptr = parse_path(os.path.join(config["audio_root"], s["audio"]))
+        assert bool(slice_ptr) == expect_zip
+        source = io.BytesIO(read_from_stored_zip(path, *slice_ptr)) if slice_ptr else path
+        waveform, rate = sf.read(source, dtype="float32")
+        assert rate == 16000 and waveform.ndim == 1
+        assert len(waveform) == int(s["n_frames"]) > 0
+    return samples

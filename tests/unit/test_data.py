@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import s2t_manifest
-from conftest import build_task_and_model, write_manifest
+from conftest import build_task_and_model, speak
 
 from llast_fairseq.data.audio import load_waveform, waveform_length
+from llast_fairseq.data.manifest import write_config, write_tsv
 from llast_fairseq.data.llm_dictionary import LLMDetokenizer, build_llm_dictionary
 from llast_fairseq.data.prompts import PromptBuilder, language_name
 from llast_fairseq.models.hf_llm import load_tokenizer
@@ -81,20 +81,53 @@ def test_chat_and_custom_templates(tokenizer):
         language_name("xx")
 
 
-def test_audio_formats_resampling_and_zip_entries(tmp_path):
-    rate = 22050
-    t = np.arange(rate) / rate
-    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t) * 0.5], 1).astype(np.float32) * 0.5
-    sf.write(tmp_path / "a.wav", stereo, rate)
-    sf.write(tmp_path / "a.flac", stereo, rate)
-    sf.write(tmp_path / "a.ogg", stereo, rate)
-    sf.write(tmp_path / "a.mp3", stereo, rate)
+def best_correlation(a, b, max_lag):
+    """The highest normalized correlation of ``a`` and ``b`` over shifts of up to ``max_lag``."""
+    best = -1.0
+    for lag in range(-max_lag, max_lag + 1):
+        x, y = (a[lag:], b) if lag >= 0 else (a, b[-lag:])
+        n = min(len(x), len(y))
+        x, y = x[:n], y[:n]
+        best = max(best, float(np.dot(x, y) / np.sqrt(np.dot(x, x) * np.dot(y, y))))
+    return best
+
+
+def test_flac_equals_wav_and_lossy_formats_correlate(tmp_path):
+    speech, rate = speak("The quick brown fox jumps over the lazy dog.")  # 22.05 kHz
+    pcm = np.round(np.stack([speech, 0.5 * speech], 1) * 32767).astype(np.int16)
+    for ext in ("wav", "flac"):  # the same PCM-16 stream (libsndfile rounds floats per format)
+        sf.write(tmp_path / f"a.{ext}", pcm, rate)
+    for ext in ("ogg", "mp3"):  # from floats (libsndfile's int16 -> mp3 path distorts)
+        sf.write(tmp_path / f"a.{ext}", pcm / 32767, rate)
     wav = load_waveform(str(tmp_path / "a.wav"))
-    assert wav.dtype == np.float32 and wav.ndim == 1 and abs(len(wav) - 16000) <= 1
-    assert abs(np.abs(wav[2000:14000]).max() - 0.375) < 0.01  # mono = mean of the channels
-    for ext in ("flac", "ogg", "mp3"):
-        other = load_waveform(str(tmp_path / f"a.{ext}"))
-        assert abs(len(other) - len(wav)) < 1200, ext  # mp3 adds codec delay/padding
+    assert wav.dtype == np.float32 and wav.ndim == 1
+    assert len(wav) == round(len(speech) * 16000 / rate) == waveform_length(str(tmp_path / "a.wav"))
+    assert np.array_equal(load_waveform(str(tmp_path / "a.flac")), wav)  # lossless: sample for sample
+    for ext in ("ogg", "mp3"):
+        lossy = load_waveform(str(tmp_path / f"a.{ext}"))
+        assert abs(len(lossy) - len(wav)) < 1200, ext  # codec delay / padding at most
+        assert best_correlation(wav, lossy, max_lag=200) > 0.9, ext
+
+
+def test_48khz_stereo_is_downmixed_and_resampled(tmp_path):
+    """Length from the header and from decoding agree, and the samples are the two channels'
+    mean at 16 kHz, against the signal computed directly at 16 kHz."""
+    def signal(t):
+        return np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 1250 * t + 1)], 1)
+
+    n = 48002  # 16000.67 samples at 16 kHz: rounds up
+    sf.write(tmp_path / "s.wav", signal(np.arange(n) / 48000), 48000, subtype="FLOAT")
+    samples = load_waveform(str(tmp_path / "s.wav"))
+    assert len(samples) == 16001 == waveform_length(str(tmp_path / "s.wav"))
+    expected = signal(np.arange(16001) / 16000).mean(axis=1)
+    middle = slice(200, -200)  # away from the resampling filter's edges
+    assert np.abs(samples[middle] - expected[middle]).max() < 1e-5
+
+
+def test_zip_entries_and_undecodable_files(tmp_path):
+    t = np.arange(22050) / 22050
+    sf.write(tmp_path / "a.wav", 0.5 * np.sin(2 * np.pi * 440 * t), 22050)
+    wav = load_waveform(str(tmp_path / "a.wav"))
     with zipfile.ZipFile(tmp_path / "audio.zip", "w", zipfile.ZIP_STORED) as z:
         z.write(tmp_path / "a.wav", "a.wav")
     with zipfile.ZipFile(tmp_path / "audio.zip") as z:
@@ -103,7 +136,6 @@ def test_audio_formats_resampling_and_zip_entries(tmp_path):
     entry = load_waveform(f"{tmp_path / 'audio.zip'}:{offset}:{info.file_size}")
     assert np.array_equal(entry, wav)
     assert waveform_length(f"{tmp_path / 'audio.zip'}:{offset}:{info.file_size}") == 16000
-    assert waveform_length(str(tmp_path / "a.flac")) == 16000
     (tmp_path / "bad.wav").write_bytes(b"not audio")
     with pytest.raises(ValueError, match="bad.wav"):
         load_waveform(str(tmp_path / "bad.wav"))
@@ -118,8 +150,9 @@ def test_manifest_errors_name_file_row_and_field(tiny_corpus, tiny_models, tmp_p
     rows = _rows(tiny_corpus)
     bad = [dict(r) for r in rows]
     bad[2]["tgt_lang"] = ""
-    write_manifest(tmp_path / "train.tsv", bad)
-    (tmp_path / "config.yaml").write_text(f"audio_root: {tiny_corpus}\n")
+    write_tsv(tmp_path / "train.tsv", bad)
+    write_config(tmp_path)
+    (tmp_path / "audio").symlink_to(tiny_corpus / "audio")
     _, task, _ = build_task_and_model(tmp_path, tiny_models)
     with pytest.raises(ValueError, match=r"train\.tsv: row 4 \(id 'utt2'\): field 'tgt_lang' is empty"):
         task.load_dataset("train")
@@ -128,8 +161,9 @@ def test_manifest_errors_name_file_row_and_field(tiny_corpus, tiny_models, tmp_p
 def test_lang_columns_may_come_from_flags(tiny_corpus, tiny_models, tmp_path):
     rows = [{k: v for k, v in r.items() if k not in ("src_lang", "tgt_lang")}
             for r in _rows(tiny_corpus) if r["src_lang"] == "fr"]
-    s2t_manifest.write_tsv(tmp_path / "test.tsv", list(rows[0]), rows)
-    (tmp_path / "config.yaml").write_text(f"audio_root: {tiny_corpus}\n")
+    write_tsv(tmp_path / "test.tsv", rows, columns=list(rows[0]))
+    write_config(tmp_path)
+    (tmp_path / "audio").symlink_to(tiny_corpus / "audio")
     _, task, _ = build_task_and_model(tmp_path, tiny_models)
     with pytest.raises(ValueError, match="field 'src_lang' is missing.*--src-lang"):
         task.load_dataset("test")

@@ -1,37 +1,29 @@
-"""scripts/prep_covost2.py on a tiny Common Voice + CoVoST 2 tree in the official layout.
+"""llast_fairseq.prep.covost2 and the llast-prep-covost2 command on a tiny Common Voice + CoVoST 2
+tree in the official layout.
 
 Audio is real speech from espeak-ng, encoded to mp3 (one clip stereo at 48 kHz, to exercise the
 downmix and resampling). The manifests are read back with fairseq's own reader and every audio
 entry is decoded the way fairseq locates it (``parse_path`` + ``read_from_stored_zip``).
 """
 import csv
-import io
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import soxr
 import yaml
+from conftest import QUOTED_EN, QUOTED_FR, check_manifest, speak
 
-from fairseq.data.audio.audio_utils import parse_path, read_from_stored_zip
 from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDatasetCreator
+from llast_fairseq.prep import covost2
+from llast_fairseq.prep.pipeline import PrepConfig
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
-import prep_covost2  # noqa: E402
-
-QUOTED_FR = 'Il a dit "bonjour" à l\'ami.'
-QUOTED_EN = '"Hello," he said to his friend\'s dog.'
-
-
-def speak(text, voice="en"):
-    """Mono float32 speech for ``text`` synthesized by espeak-ng, and its sample rate."""
-    wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text],
-                         check=True, capture_output=True).stdout
-    samples, rate = sf.read(io.BytesIO(wav), dtype="float32")
-    return samples, rate
+BIN = Path(sys.executable).parent
+STEREO_TEXT = "Bonjour tout le monde."  # common_voice_fr_0.mp3: 48 kHz, channels speech and speech / 2
 
 
 def write_tsv(path, header, rows, escape_quotes=False):
@@ -43,27 +35,11 @@ def write_tsv(path, header, rows, escape_quotes=False):
             f.write("\t".join(cells) + "\n")
 
 
-def check_manifest(out_dir, split, expect_zip):
-    """Load ``split`` with fairseq's reader and decode every audio entry; returns the samples."""
-    config = yaml.safe_load(open(os.path.join(out_dir, "config.yaml")))
-    samples = SpeechToTextDatasetCreator._load_samples_from_tsv(str(out_dir), split)
-    for s in samples:
-        assert list(s) == ["id", "audio", "n_frames", "tgt_text", "src_text", "src_lang",
-                           "tgt_lang", "speaker"]
-        path, slice_ptr = parse_path(os.path.join(config["audio_root"], s["audio"]))
-        assert bool(slice_ptr) == expect_zip
-        source = io.BytesIO(read_from_stored_zip(path, *slice_ptr)) if slice_ptr else path
-        waveform, rate = sf.read(source, dtype="float32")
-        assert rate == 16000 and waveform.ndim == 1
-        assert len(waveform) == int(s["n_frames"]) > 0
-    return samples
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """A Common Voice release (fr, de) and CoVoST 2 TSVs (fr_en, de_en) with tricky rows."""
     root = tmp_path_factory.mktemp("covost")
-    fr_text = ["Bonjour tout le monde.", "Le chat dort.", "Il fait beau.", QUOTED_FR,
+    fr_text = [STEREO_TEXT, "Le chat dort.", "Il fait beau.", QUOTED_FR,
                "Une phrase pour le dev.", "Une phrase pour le test."]
     clips = {}
     for i, text in enumerate(fr_text):
@@ -110,15 +86,15 @@ def corpus(tmp_path_factory):
     return root
 
 
-def run(corpus, out_dir, *extra):
-    """Run prep_covost2 on ``corpus`` into ``out_dir``; returns its summary."""
-    return prep_covost2.main(["--cv-root", str(corpus), "--pairs", "fr_en", "de_en",
-                              "--out-dir", str(out_dir), *extra])
+def run(corpus, out_dir, **cfg):
+    """Prepare fr_en and de_en of ``corpus`` into ``out_dir``; returns the summary."""
+    return covost2.prepare(str(corpus), [("fr", "en"), ("de", "en")], str(out_dir),
+                           cfg=PrepConfig(**cfg))
 
 
 def test_zip_manifests_rejections_and_resume(corpus, tmp_path):
     out = tmp_path / "out"
-    summary = run(corpus, out, "--zip", "--jobs", "2", "--temperature", "2")
+    summary = run(corpus, out, zip=True, jobs=2, temperature=2)
     assert summary["rows"] == {"train_fr_en": 4, "dev_fr_en": 1, "test_fr_en": 1,
                                "train_de_en": 1, "dev_de_en": 0, "test_de_en": 0}
     train = check_manifest(out, "train_fr_en", expect_zip=True)
@@ -153,7 +129,7 @@ def test_zip_manifests_rejections_and_resume(corpus, tmp_path):
     assert float(sampling[0]["p"]) == pytest.approx(2 / 3)
 
     zip_mtime = os.path.getmtime(out / "audio.zip")
-    again = run(corpus, out, "--zip", "--jobs", "2", "--temperature", "2")
+    again = run(corpus, out, zip=True, jobs=2, temperature=2)
     assert again["audio"] == {"converted": 1, "reused": 8}  # only the undecodable clip is retried
     assert os.path.getmtime(out / "audio.zip") == zip_mtime
     assert again["rows"] == summary["rows"] and again["rejected"] == summary["rejected"]
@@ -161,7 +137,7 @@ def test_zip_manifests_rejections_and_resume(corpus, tmp_path):
 
 def test_files_resume_after_interruption(corpus, tmp_path):
     out = tmp_path / "out"
-    summary = run(corpus, out, "--audio-format", "wav", "--jobs", "1")
+    summary = run(corpus, out, audio_format="wav", jobs=1)
     assert summary["audio"] == {"converted": 9, "reused": 0}
     train = check_manifest(out, "train_fr_en", expect_zip=False)
     assert train[0]["audio"] == "audio/fr/common_voice_fr_0.wav"
@@ -176,7 +152,7 @@ def test_files_resume_after_interruption(corpus, tmp_path):
     mtime = os.path.getmtime(kept)
     os.remove(done)
     (out / "audio" / "fr" / "common_voice_fr_3.wav.part").write_bytes(b"RIFF")
-    again = run(corpus, out, "--audio-format", "wav", "--jobs", "1")
+    again = run(corpus, out, audio_format="wav", jobs=1)
     assert again["audio"] == {"converted": 2, "reused": 7}  # the lost clip + the bad one
     assert os.path.getmtime(kept) == mtime
     assert check_manifest(out, "train_fr_en", expect_zip=False) == train
@@ -192,10 +168,43 @@ def test_reader_matches_official_pandas_options(tmp_path):
                     'b.mp3\tescaped \\"quote\\" and l\'apostrophe\n'
                     'c.mp3\t1984\n'
                     'd.mp3\n', encoding="utf-8")
-    rows = [r for _, r in prep_covost2.read_official_tsv(path)]
+    rows = [r for _, r in covost2.read_official_tsv(path)]
     assert rows == [
         {"path": "a.mp3", "sentence": '"Quoted" at start'},
         {"path": "b.mp3", "sentence": 'escaped "quote" and l\'apostrophe'},
         {"path": "c.mp3", "sentence": "1984"},
         {"path": "d.mp3", "sentence": ""},
     ]
+
+
+def test_converted_clip_keeps_duration_and_content(corpus, tmp_path):
+    """The 48 kHz stereo mp3 comes out as 16 kHz mono: as long as the speech it was made from, and
+    that speech at the channels' mean level (0.75 of it)."""
+    run(corpus, tmp_path, audio_format="wav", jobs=1)
+    converted, rate = sf.read(tmp_path / "audio" / "fr" / "common_voice_fr_0.wav", dtype="float32")
+    assert rate == 16000 and converted.ndim == 1
+    speech, speech_rate = speak(STEREO_TEXT, "fr")
+    assert abs(len(converted) / 16000 - len(speech) / speech_rate) < 0.01
+    reference = 0.75 * soxr.resample(speech, speech_rate, 16000)
+    n = min(len(reference), len(converted))
+    converted, reference = converted[:n], reference[:n]
+    assert np.corrcoef(converted, reference)[0, 1] > 0.95
+    assert np.dot(converted, reference) / np.dot(reference, reference) == pytest.approx(1, abs=0.05)
+
+
+def test_installed_command(corpus, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([BIN / "llast-prep-covost2", "--cv-root", corpus, "--pairs", "fr_en", "de_en",
+                           "--out-dir", out, "--zip", "--jobs", "1", "--temperature", "2"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[summary] kept train_fr_en=4, dev_fr_en=1, test_fr_en=1, train_de_en=1" in proc.stdout
+    assert [s["id"] for s in check_manifest(out, "train_joint", expect_zip=True)] == [
+        "common_voice_fr_0", "common_voice_fr_1", "common_voice_fr_2", "common_voice_fr_3",
+        "common_voice_de_0", "common_voice_de_0_r1"]
+    bad = subprocess.run([BIN / "llast-prep-covost2", "--cv-root", corpus, "--pairs", "fren",
+                          "--out-dir", out], capture_output=True, text=True)
+    assert bad.returncode == 2 and "pair 'fren' is not <src>_<tgt>, e.g. fr_en" in bad.stderr
+    missing = subprocess.run([BIN / "llast-prep-covost2", "--cv-root", corpus, "--pairs", "es_en",
+                              "--out-dir", out], capture_output=True, text=True)
+    assert missing.returncode == 1 and f"{corpus}/es/validated.tsv" in missing.stderr

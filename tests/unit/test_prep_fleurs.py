@@ -1,4 +1,5 @@
-"""scripts/prep_fleurs.py on a tiny FLEURS tree in the official layout.
+"""llast_fairseq.prep.fleurs and the llast-prep-fleurs command on a tiny FLEURS tree in the
+official layout.
 
 fr_fr has its audio unpacked (``audio/<split>/*.wav``), en_us only as ``audio/<split>.tar.gz``
 archives. Sentence ids are shared across languages (n-way parallel), fr_fr has two recordings of
@@ -6,17 +7,20 @@ one sentence, and some rows have no counterpart, no clip, or a malformed line.
 """
 import csv
 import os
+import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 import soundfile as sf
 import soxr
+from conftest import QUOTED_EN, QUOTED_FR, check_manifest, speak
 
-from test_prep_covost2 import QUOTED_EN, QUOTED_FR, check_manifest, speak
+from llast_fairseq.prep import fleurs
+from llast_fairseq.prep.pipeline import PrepConfig
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
-import prep_fleurs  # noqa: E402
+BIN = Path(sys.executable).parent
 
 BACKSLASH = "A dev sentence, 50\\50."  # FLEURS has no escapes: the backslash is kept
 
@@ -74,15 +78,15 @@ def corpus(tmp_path_factory):
     return root
 
 
-def run(corpus, out_dir, *extra):
-    """Run prep_fleurs on ``corpus`` into ``out_dir``; returns its summary."""
-    return prep_fleurs.main(["--fleurs-root", str(corpus), "--pairs", "fr_fr-en_us",
-                             "en_us-fr_fr", "--out-dir", str(out_dir), *extra])
+def run(corpus, out_dir, **cfg):
+    """Prepare fr_fr-en_us and en_us-fr_fr of ``corpus`` into ``out_dir``; returns the summary."""
+    return fleurs.prepare(str(corpus), [("fr_fr", "en_us"), ("en_us", "fr_fr")], str(out_dir),
+                          cfg=PrepConfig(**cfg))
 
 
 def test_pairs_rejections_sampling_and_resume(corpus, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    summary = run(corpus, out, "--jobs", "2", "--temperature", "3")
+    summary = run(corpus, out, jobs=2, temperature=3)
     assert summary["rows"] == {
         "train_fr_fr-en_us": 3, "dev_fr_fr-en_us": 1, "test_fr_fr-en_us": 1,
         "train_en_us-fr_fr": 2, "dev_en_us-fr_fr": 1, "test_en_us-fr_fr": 1,
@@ -98,7 +102,7 @@ def test_pairs_rejections_sampling_and_resume(corpus, tmp_path, monkeypatch):
         ("en_us_201", "Bonjour."), ("en_us_202", QUOTED_FR)]
     assert check_manifest(out, "test_en_us-fr_fr", False)[0]["tgt_text"] == "Une phrase de test."
     assert check_manifest(out, "dev_en_us-fr_fr", False)[0]["src_text"] == BACKSLASH
-    assert not (out / prep_fleurs.EXTRACT_DIR).exists()
+    assert not (out / fleurs.EXTRACT_DIR).exists()
 
     with open(out / "rejected.tsv", newline="") as f:
         rejected = [(r["direction"], r["split"], r["id"], r["reason"])
@@ -121,9 +125,9 @@ def test_pairs_rejections_sampling_and_resume(corpus, tmp_path, monkeypatch):
     def no_tar(*args, **kwargs):
         raise AssertionError("archives must not be reopened when every clip is done")
 
-    monkeypatch.setattr(prep_fleurs.tarfile, "open", no_tar)
+    monkeypatch.setattr(fleurs.tarfile, "open", no_tar)
     mtime = os.path.getmtime(out / "audio" / "en_us" / "201.flac")
-    again = run(corpus, out, "--jobs", "2", "--temperature", "3")
+    again = run(corpus, out, jobs=2, temperature=3)
     assert again["audio"] == {"converted": 0, "reused": 9}
     assert os.path.getmtime(out / "audio" / "en_us" / "201.flac") == mtime
     assert again["rows"] == summary["rows"] and again["sampling"] == summary["sampling"]
@@ -135,8 +139,8 @@ def test_zip_from_dataset_repo_root(corpus, tmp_path):
     os.makedirs(repo)
     os.symlink(corpus, repo / "data")
     out = tmp_path / "out"
-    summary = prep_fleurs.main(["--fleurs-root", str(repo), "--pairs", "en_us-fr_fr",
-                                "--out-dir", str(out), "--zip", "--audio-format", "wav"])
+    summary = fleurs.prepare(str(repo), [("en_us", "fr_fr")], str(out),
+                             cfg=PrepConfig(zip=True, audio_format="wav"))
     assert summary["rows"]["train_en_us-fr_fr"] == 2
     for split in ("train", "dev", "test"):
         check_manifest(out, f"{split}_en_us-fr_fr", expect_zip=True)
@@ -144,3 +148,19 @@ def test_zip_from_dataset_repo_root(corpus, tmp_path):
         "archive_index", "audio.zip", "config.yaml", "dev_en_us-fr_fr.tsv", "rejected.tsv",
         "test_en_us-fr_fr.tsv", "train_en_us-fr_fr.tsv", "train_joint.sampling.tsv",
         "train_joint.tsv"]
+
+
+def test_installed_command(corpus, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([BIN / "llast-prep-fleurs", "--fleurs-root", corpus, "--pairs", "fr_fr-en_us",
+                           "--out-dir", out, "--audio-format", "wav", "--jobs", "1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[summary] kept train_fr_fr-en_us=3, dev_fr_fr-en_us=1, test_fr_fr-en_us=1" in proc.stdout
+    train = check_manifest(out, "train_joint", expect_zip=False)
+    assert [(s["id"], s["audio"]) for s in train] == [
+        ("fr_fr_101", "audio/fr_fr/101.wav"), ("fr_fr_102", "audio/fr_fr/102.wav"),
+        ("fr_fr_103", "audio/fr_fr/103.wav")]
+    missing = subprocess.run([BIN / "llast-prep-fleurs", "--fleurs-root", corpus, "--pairs", "fr_fr-de_de",
+                              "--out-dir", out], capture_output=True, text=True)
+    assert missing.returncode == 1 and f"no FLEURS language directory {corpus}/de_de" in missing.stderr

@@ -1,26 +1,19 @@
-"""Shared pieces of the corpus preparation scripts (prep_covost2.py, prep_fleurs.py).
+"""The preparation pipeline shared by the CoVoST 2 and FLEURS readers.
 
-A preparation script reads its corpus into *items* (one per usable row and direction) and
-*rejections*, then calls :func:`run_pipeline`, which
+A reader turns its corpus into *items* (one per usable row and direction) and *rejections*, then
+calls :func:`run_pipeline`, which
 
 1. converts every distinct source clip once to 16 kHz mono PCM-16 flac/wav under
-   ``<out>/audio/<src_lang>/<clip>.<fmt>`` (parallel, resumable: a clip already written, or already
-   stored in ``audio.zip``, is not converted again; writes go to ``*.part`` and are renamed),
+   ``<out>/audio/<src_lang>/<clip>.<fmt>`` with the task's own decoder
+   (:mod:`llast_fairseq.data.audio`), in parallel and resumably: a clip already written, or already
+   stored in ``audio.zip``, is not converted again; writes go to ``*.part`` and are renamed,
 2. optionally packs the clips into an uncompressed ``audio.zip`` (built as ``audio.zip.part`` and
    renamed, so an interrupted run never leaves a broken archive),
 3. writes fairseq S2T manifests ``<split>_<direction>.tsv``, one joint multilingual train TSV
    (optionally temperature-upsampled), ``config.yaml`` with ``audio_root``, and ``rejected.tsv``
-   listing every row that could not be used, with its reason.
-
-Manifest TSVs are written as the exact inverse of fairseq's reader
-(``SpeechToTextDatasetCreator._load_samples_from_tsv``: tab-separated, ``csv.QUOTE_NONE``, no quote
-character, no escape character). fairseq's ``save_df_to_tsv`` also passes ``escapechar="\\"``, but
-then a ``"`` in a sentence is written as ``\\"`` and read back by that reader as two characters;
-writing without escapes keeps every sentence byte-exact. Tabs and line breaks cannot be represented
-in this format, so text fields have them replaced by a space (Common Voice and FLEURS text has
-none).
+   listing every row that could not be used, with its reason
+   (:mod:`llast_fairseq.data.manifest` writes them all).
 """
-import csv
 import os
 import random
 import shutil
@@ -28,78 +21,54 @@ import struct
 import sys
 import zipfile
 from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
 from multiprocessing import Pool
 
-import numpy as np
 import soundfile as sf
-import soxr
-import yaml
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from tqdm import tqdm
 
-SAMPLE_RATE = 16000
+from ..data.audio import SAMPLE_RATE, decode_audio, write_pcm16
+from ..data.manifest import JOINT_TRAIN, clean_text, write_config, write_tsv
+
 SPLITS = ("train", "dev", "test")
-MANIFEST_COLUMNS = [
-    "id", "audio", "n_frames", "tgt_text", "src_text", "src_lang", "tgt_lang", "speaker",
-]
-REJECTED_COLUMNS = ["direction", "split", "id", "reason", "detail"]
+REJECTED_COLUMNS = ("direction", "split", "id", "reason", "detail")
 ZIP_NAME = "audio.zip"
 AUDIO_DIR = "audio"
 
 
-# ----------------------------------------------------------------------------------------- CLI
+@dataclass
+class PrepConfig(FairseqDataclass):
+    """How the clips are stored and how the joint train TSV is made (both readers take it)."""
 
+    audio_format: ChoiceEnum(["flac", "wav"]) = field(
+        default="flac", metadata={"help": "format of the converted 16 kHz mono PCM-16 clips"})
+    zip: bool = field(
+        default=False, metadata={"help": "pack the clips into an uncompressed audio.zip and list them "
+                                          "in the manifests as audio.zip:byte_offset:byte_length"})
+    keep_files: bool = field(
+        default=False, metadata={"help": "with --zip, keep the loose clip files after packing them"})
+    jobs: int = field(
+        default_factory=lambda: os.cpu_count() or 1,
+        metadata={"help": "parallel audio conversion processes, one per core unless set"})
+    max_seconds: float = field(
+        default=30.0, metadata={"help": "reject clips longer than this many seconds, in every split "
+                                        "(30 s is the Whisper encoder window; 0 disables)"})
+    temperature: float = field(
+        default=1.0, metadata={"help": "temperature T of the joint train TSV: direction i is upsampled "
+                                       "by repetition to p_i proportional to (n_i/N)^(1/T); 1 concatenates"})
+    seed: int = field(
+        default=1, metadata={"help": "random seed for picking the partial copy when upsampling"})
+    joint_name: str = field(
+        default=JOINT_TRAIN, metadata={"help": "split name of the joint multilingual train TSV"})
 
-def add_common_args(parser):
-    """Add the output, audio, parallelism and sampling flags shared by both scripts."""
-    parser.add_argument("--out-dir", required=True,
-                        help="output directory for manifests, config.yaml, rejected.tsv and audio")
-    parser.add_argument("--audio-format", choices=["flac", "wav"], default="flac",
-                        help="format of the converted 16 kHz mono PCM-16 clips (default: flac)")
-    parser.add_argument("--zip", action="store_true",
-                        help="pack the clips into an uncompressed audio.zip and list them in the "
-                             "manifests as audio.zip:byte_offset:byte_length")
-    parser.add_argument("--keep-files", action="store_true",
-                        help="with --zip, keep the loose clip files after packing them")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                        help="parallel audio conversion processes (default: all cores)")
-    parser.add_argument("--max-seconds", type=float, default=30.0,
-                        help="reject clips longer than this many seconds, in every split "
-                             "(default: 30, the Whisper encoder window; 0 disables)")
-    parser.add_argument("--temperature", type=float, default=1.0,
-                        help="temperature T for the joint train TSV: direction i gets "
-                             "p_i proportional to (n_i/N)^(1/T); low-resource directions are "
-                             "upsampled by repetition, the largest one is kept as is "
-                             "(default: 1 = plain concatenation)")
-    parser.add_argument("--seed", type=int, default=1,
-                        help="random seed for picking the partial copy when upsampling "
-                             "(default: 1)")
-    parser.add_argument("--joint-name", default="train_joint",
-                        help="split name of the joint multilingual train TSV "
-                             "(default: train_joint)")
-
-
-# ------------------------------------------------------------------------------------ text / TSV
-
-
-def clean_text(text):
-    """``text`` with tabs and line breaks (unrepresentable in a fairseq TSV) replaced by spaces."""
-    return text.replace("\r\n", " ").replace("\t", " ").replace("\n", " ").replace("\r", " ")
-
-
-def write_tsv(path, columns, rows):
-    """Write dict ``rows`` to ``path`` as a headed TSV that fairseq's reader returns byte-exact.
-
-    Written to ``path + ".part"`` and renamed. Raises ``csv.Error`` if a field holds a tab or line
-    break (clean text fields with :func:`clean_text` first).
-    """
-    tmp = f"{path}.part"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None,
-                            lineterminator="\n")
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([row[c] for c in columns])
-    os.replace(tmp, path)
+    def __post_init__(self):
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {self.jobs}")
+        if self.max_seconds < 0:
+            raise ValueError(f"max_seconds must be >= 0 (0 disables the limit), got {self.max_seconds}")
 
 
 # ----------------------------------------------------------------------------------------- audio
@@ -111,25 +80,20 @@ def audio_name(key, fmt):
 
 
 def convert_clip(task):
-    """Decode, downmix, resample to 16 kHz and write one clip; runs in a worker process.
+    """Decode one clip as the task does (mono, 16 kHz) and write it; runs in a worker process.
 
     ``task`` is ``(key, src_path, dst_path, fmt)``. Returns ``(key, n_frames, error)`` where
     ``error`` is None on success, else a one-line message (nothing is written then).
     """
     key, src, dst, fmt = task
     try:
-        samples, rate = sf.read(src, dtype="float32", always_2d=True)
+        mono = decode_audio(src)
     except Exception as e:  # libsndfile raises several types for corrupt or unknown data
         return key, None, clean_text(f"{type(e).__name__}: {e}")
-    mono = samples.mean(axis=1)
-    if rate != SAMPLE_RATE and len(mono) > 0:
-        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
     if len(mono) == 0:
         return key, 0, None
     os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = f"{dst}.part"
-    sf.write(tmp, np.clip(mono, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format=fmt.upper())
-    os.replace(tmp, dst)
+    write_pcm16(dst, mono, fmt)
     return key, len(mono), None
 
 
@@ -142,9 +106,9 @@ def zipped_names(out_dir):
         return set(zf.namelist())
 
 
-def stored_clips(args):
-    """Names in ``audio.zip`` when ``--zip`` is on; else empty (only loose files count then)."""
-    return zipped_names(os.path.abspath(args.out_dir)) if args.zip else set()
+def stored_clips(out_dir, cfg):
+    """Names in ``audio.zip`` when ``cfg.zip`` is on; else empty (only loose files count then)."""
+    return zipped_names(os.path.abspath(out_dir)) if cfg.zip else set()
 
 
 def audio_done(out_dir, key, fmt, zipped):
@@ -283,8 +247,6 @@ def temperature_counts(sizes, temperature):
     round(n_max * (n_i/n_max)^(1/T)) rows, which is >= n_i for T >= 1 (T < 1 would downsample the
     small directions instead). T = 1 leaves every n_i unchanged.
     """
-    if temperature <= 0:
-        raise ValueError("--temperature must be > 0")
     n_max = max(sizes.values(), default=0)
     if n_max == 0:
         return {d: 0 for d in sizes}
@@ -336,17 +298,18 @@ def reject_item(rejected, item, reason, detail=""):
     reject(rejected, item["direction"], item["split"], item["id"], reason, detail)
 
 
-def run_pipeline(args, items, rejected, directions):
-    """Convert audio and write all outputs for ``items``; returns a summary dict.
+def run_pipeline(out_dir, items, rejected, directions, cfg):
+    """Convert audio and write all outputs for ``items`` into ``out_dir`` as ``cfg``
+    (a :class:`PrepConfig`) says; returns a summary dict.
 
     ``items`` are dicts with ``direction, split, id, src_lang, tgt_lang, src_text, tgt_text,
     speaker, audio_key, audio_src``; rows whose clip file is missing, undecodable, empty or too
     long are added to ``rejected`` (a list of :func:`reject` records) here.
     """
-    out_dir = os.path.abspath(args.out_dir)
+    out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    fmt = args.audio_format
-    zipped = stored_clips(args)
+    fmt = cfg.audio_format
+    zipped = stored_clips(out_dir, cfg)
     usable, sources = [], OrderedDict()
     for item in items:
         key = item["audio_key"]
@@ -356,8 +319,8 @@ def run_pipeline(args, items, rejected, directions):
             usable.append(item)
         else:
             reject_item(rejected, item, "missing clip", item["audio_src"])
-    n_frames, errors, stats = convert_all(out_dir, sources, fmt, args.jobs, zipped)
-    max_frames = int(args.max_seconds * SAMPLE_RATE)
+    n_frames, errors, stats = convert_all(out_dir, sources, fmt, cfg.jobs, zipped)
+    max_frames = int(cfg.max_seconds * SAMPLE_RATE)
     kept = []
     for item in usable:
         key = item["audio_key"]
@@ -367,25 +330,25 @@ def run_pipeline(args, items, rejected, directions):
             reject_item(rejected, item, "empty audio")
         elif max_frames > 0 and n_frames[key] > max_frames:
             seconds = n_frames[key] / SAMPLE_RATE
-            reject_item(rejected, item, "too long", f"{seconds:.2f} s > {args.max_seconds:g} s")
+            reject_item(rejected, item, "too long", f"{seconds:.2f} s > {cfg.max_seconds:g} s")
         else:
             kept.append(item)
     converted = [k for k in sources if n_frames.get(k)]  # too long ones too: kept for resuming
-    if args.zip:
-        audio = build_zip(out_dir, converted, fmt, args.keep_files)
+    if cfg.zip:
+        audio = build_zip(out_dir, converted, fmt, cfg.keep_files)
     else:
         audio = {k: f"{AUDIO_DIR}/{audio_name(k, fmt)}" for k in converted}
     tables = manifest_tables(kept, audio, n_frames, directions)
     for (split, direction), rows in tables.items():
         path = os.path.join(out_dir, f"{split}_{direction}.tsv")
         if rows:
-            write_tsv(path, MANIFEST_COLUMNS, rows)
+            write_tsv(path, rows)
         else:  # fairseq refuses header-only manifests
             print(f"[warning] no {split} rows for {direction}: {path} not written", file=sys.stderr)
             if os.path.isfile(path):
                 os.remove(path)
-    sampling = write_joint_train(out_dir, tables, directions, args)
-    write_tsv(os.path.join(out_dir, "rejected.tsv"), REJECTED_COLUMNS, rejected)
+    sampling = write_joint_train(out_dir, tables, directions, cfg)
+    write_tsv(os.path.join(out_dir, "rejected.tsv"), rejected, REJECTED_COLUMNS)
     write_config(out_dir)
     summary = {
         "rows": {f"{s}_{d}": len(r) for (s, d), r in tables.items()},
@@ -415,40 +378,25 @@ def manifest_tables(kept, audio, n_frames, directions):
     return tables
 
 
-def write_joint_train(out_dir, tables, directions, args):
+def write_joint_train(out_dir, tables, directions, cfg):
     """Write ``<joint-name>.tsv`` (all directions' train rows, temperature-upsampled) and
     ``<joint-name>.sampling.tsv`` documenting n_i, p_i and the resulting counts; returns them."""
     sizes = OrderedDict((d, len(tables[("train", d)])) for d in directions)
-    counts = temperature_counts(sizes, args.temperature)
-    probs = sampling_probabilities(sizes, args.temperature)
-    rng = random.Random(args.seed)
+    counts = temperature_counts(sizes, cfg.temperature)
+    probs = sampling_probabilities(sizes, cfg.temperature)
+    rng = random.Random(cfg.seed)
     rows = []
     for d in directions:
         rows.extend(upsample(tables[("train", d)], counts[d], rng))
-    write_tsv(os.path.join(out_dir, f"{args.joint_name}.tsv"), MANIFEST_COLUMNS, rows)
+    write_tsv(os.path.join(out_dir, f"{cfg.joint_name}.tsv"), rows)
     sampling = [
         {"direction": d, "n_rows": sizes[d], "p": f"{probs[d]:.6f}", "count": counts[d],
-         "temperature": f"{args.temperature:g}"}
+         "temperature": f"{cfg.temperature:g}"}
         for d in directions
     ]
-    write_tsv(os.path.join(out_dir, f"{args.joint_name}.sampling.tsv"),
-              ["direction", "n_rows", "p", "count", "temperature"], sampling)
+    write_tsv(os.path.join(out_dir, f"{cfg.joint_name}.sampling.tsv"), sampling,
+              ("direction", "n_rows", "p", "count", "temperature"))
     return {d: counts[d] for d in directions}
-
-
-def write_config(out_dir):
-    """Create or update ``<out>/config.yaml``: ``audio_root`` (this directory, absolute) and
-    ``use_audio_input: true``; other keys of an existing file are kept."""
-    path = os.path.join(out_dir, "config.yaml")
-    config = {}
-    if os.path.isfile(path):
-        with open(path) as f:
-            config = yaml.safe_load(f) or {}
-    config["audio_root"] = out_dir
-    config["use_audio_input"] = True
-    with open(f"{path}.part", "w") as f:
-        yaml.safe_dump(config, f, sort_keys=False)
-    os.replace(f"{path}.part", path)
 
 
 def print_summary(summary, out_dir):
@@ -463,8 +411,3 @@ def print_summary(summary, out_dir):
     print("[summary] joint train rows per direction: "
           + ", ".join(f"{d}={n}" for d, n in summary["sampling"].items()))
 
-
-def read_lines(path):
-    """Lines of a UTF-8 text file, without line endings."""
-    with open(path, encoding="utf-8") as f:
-        return f.read().splitlines()
