@@ -38,8 +38,8 @@ class LlastEncoder(FairseqEncoder):
 
     ``trim_padding=False`` pads every utterance to Whisper's 30 s (1500 positions), as Whisper and
     LLaST do; ``True`` runs Whisper on each utterance at its own length and slices the positional
-    embedding (about 10x faster for short audio). Either way an utterance's Whisper states do not
-    depend on the rest of its batch. Train and decode with the same setting.
+    embedding. Either way an utterance's Whisper states do not depend on the rest of its batch.
+    Train and decode with the same setting.
 
     ``cache_states=True`` keeps each utterance's Whisper states in memory, keyed by its manifest
     audio path (``audio_keys``), so an utterance runs through the frozen encoder once per process;

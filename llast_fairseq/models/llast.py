@@ -24,44 +24,37 @@ WHISPER_LINEARS = "query,key,value,out,mlp.0,mlp.2"
 @dataclass
 class LlastConfig(FairseqDataclass):
     whisper_path: str = field(
-        default="", metadata={"help": "openai-whisper checkpoint file (e.g. large-v3.pt) or a local "
-                                      "Hugging Face Whisper directory; only its encoder is used"})
+        default="", metadata={"help": "openai-whisper checkpoint file (e.g. large-v3.pt) or local Hugging "
+                                      "Face Whisper directory; only its encoder is used"})
     llm_dtype: ChoiceEnum(list(DTYPES)) = field(
-        default="float32", metadata={"help": "dtype of the frozen LLM weights (bfloat16 on GPUs)"})
+        default="float32", metadata={"help": "dtype of the frozen LLM weights"})
     llm_training: ChoiceEnum(["lora", "full", "frozen"]) = field(
         default="lora",
-        metadata={"help": "how the LLM learns: 'lora' (L-LoRA, the paper), 'full' (every weight: for a "
-                          "randomly initialised LLM such as the offline demo's) or 'frozen'"})
+        metadata={"help": "how the LLM learns: lora (L-LoRA, the paper), full (every weight) or frozen"})
     llm_lora_r: int = field(default=512, metadata={"help": "L-LoRA rank on the LLM (paper: 512)"})
     llm_lora_alpha: float = field(default=256, metadata={"help": "L-LoRA alpha (paper: 256)"})
     llm_lora_dropout: float = field(default=0.05, metadata={"help": "L-LoRA dropout (paper: 0.05)"})
     llm_lora_targets: str = field(
         default="all-linear",
-        metadata={"help": "LLM modules for LoRA: 'all-linear' (every linear but lm_head) or names, comma-separated"})
+        metadata={"help": "LLM modules for LoRA: all-linear (every linear but lm_head) or comma-separated names"})
     whisper_lora_r: int = field(
-        default=128, metadata={"help": "S-LoRA rank on the Whisper encoder (paper: 128); 0 = Whisper fully frozen"})
+        default=128, metadata={"help": "S-LoRA rank on the Whisper encoder (paper: 128); 0 freezes Whisper"})
     whisper_lora_alpha: float = field(default=64, metadata={"help": "S-LoRA alpha (paper: 64)"})
     whisper_lora_dropout: float = field(default=0.05, metadata={"help": "S-LoRA dropout"})
     whisper_lora_targets: str = field(
         default=WHISPER_LINEARS, metadata={"help": "Whisper encoder modules for S-LoRA, comma-separated"})
     gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "recompute the LLM's activations in the backward pass (less "
-                                         "memory for long audio prefixes, about a third more compute)"})
+        default=False, metadata={"help": "recompute the LLM's activations in the backward pass to save memory"})
     frame_stack: int = field(
         default=1, metadata={"help": "stack k consecutive Whisper states before the adaptor (paper: 1)"})
     trim_audio_padding: bool = field(
-        default=False,
-        metadata={"help": "run Whisper on each utterance padded to its own length, not to 30 s (much "
-                          "faster for short audio; decode with the setting the model was trained with)"})
+        default=False, metadata={"help": "run Whisper on each utterance at its own length, not padded to 30 s"})
     cache_whisper_states: bool = field(
-        default=False,
-        metadata={"help": "encode the train and valid audio with the frozen Whisper once, before the first "
-                          "update, and keep its output in RAM for every epoch (needs --whisper-lora-r 0)"})
+        default=False, metadata={"help": "keep the frozen Whisper's output for the train and valid audio in "
+                                         "RAM, computed once before the first update"})
     autocast_bf16: bool = field(
-        default=False,
-        metadata={"help": "run Whisper, the adaptor and the LLM under torch.autocast in bfloat16 (weights, "
-                          "gradients and loss stay float32; fairseq's --bf16 implies --tpu), where bf16 "
-                          "is faster than float32: a CPU without native bf16 runs float32 and says so"})
+        default=False, metadata={"help": "run Whisper, the adaptor and the LLM under bfloat16 autocast where "
+                                         "that is faster (weights and loss stay float32)"})
 
 
 @register_model("llast", dataclass=LlastConfig)
