@@ -31,6 +31,7 @@ import llast_fairseq  # noqa: F401  (fills fairseq's task/model/criterion regist
 
 from .data.audio import waveform_length
 from .data.llast_dataset import LlastDataset
+from .models.adaptor import MLPAdaptor
 from .models.audio_encoder import LlastEncoder
 from .models.hf_llm import load_llm
 from .models.llast import LlastModel
@@ -75,10 +76,10 @@ def load_exported(export_dir: str):
     task = LlastSTTask.setup_task(task_cfg)
     whisper, dims = load_whisper_encoder(str(root / meta["whisper"]))
     llm = load_llm(task_cfg.llm_path, meta["llm_dtype"])
-    encoder = LlastEncoder(whisper, dims.n_mels, llm.config.hidden_size, meta["frame_stack"],
-                           meta["trim_audio_padding"])
-    encoder.adaptor.load_state_dict(torch.load(root / meta["adaptor"], map_location="cpu", weights_only=True))
-    model = LlastModel(encoder, LlastDecoder(task.target_dictionary, llm))
+    adaptor = MLPAdaptor(dims.n_audio_state, llm.config.hidden_size, meta["frame_stack"])
+    adaptor.load_state_dict(torch.load(root / meta["adaptor"], map_location="cpu", weights_only=True))
+    encoder = LlastEncoder(whisper, dims, adaptor, meta["trim_audio_padding"])
+    model = LlastModel(None, encoder, LlastDecoder(task.target_dictionary, llm))
     model.requires_grad_(False)
     return model.eval(), task
 

@@ -72,8 +72,8 @@ def export(checkpoint: str, out_dir: str, llm_path=None, whisper_path=None, forc
         meta = {
             "llm": "llm", "whisper": "whisper.pt", "adaptor": "adaptor.pt",
             "llm_dtype": str(cfg.model.llm_dtype),
-            "n_mels": encoder.n_mels,
-            "frame_stack": encoder.frame_stack,
+            "n_mels": encoder.dims.n_mels,
+            "frame_stack": encoder.adaptor.frame_stack,
             "trim_audio_padding": encoder.trim_padding,
             "prompt_template": task.cfg.prompt_template,
             "pad_token": task.cfg.pad_token,

@@ -7,8 +7,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass.utils import merge_with_parent
 from fairseq.models import FairseqEncoderDecoderModel, register_model, register_model_architecture
 
+from .adaptor import build_adaptor
 from .audio_encoder import LlastEncoder
 from .hf_llm import DTYPES, load_llm
 from .llm_decoder import LlastDecoder
@@ -45,8 +47,11 @@ class LlastConfig(FairseqDataclass):
         default=WHISPER_LINEARS, metadata={"help": "Whisper encoder modules for S-LoRA, comma-separated"})
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "recompute the LLM's activations in the backward pass to save memory"})
+    adaptor: str = field(
+        default="mlp", metadata={"help": "adaptor from Whisper states to LLM embeddings: mlp (the paper's "
+                                         "Linear-GELU-Linear-GELU-Linear) or another registered one"})
     frame_stack: int = field(
-        default=1, metadata={"help": "stack k consecutive Whisper states before the adaptor (paper: 1)"})
+        default=1, metadata={"help": "mlp adaptor: concatenate k consecutive Whisper states into one (paper: 1)"})
     trim_audio_padding: bool = field(
         default=False, metadata={"help": "run Whisper on each utterance at its own length, not padded to 30 s"})
     cache_whisper_states: bool = field(
@@ -59,12 +64,15 @@ class LlastConfig(FairseqDataclass):
 
 @register_model("llast", dataclass=LlastConfig)
 class LlastModel(FairseqEncoderDecoderModel):
-    def __init__(self, encoder: LlastEncoder, decoder: LlastDecoder):
+    def __init__(self, cfg: LlastConfig, encoder: LlastEncoder, decoder: LlastDecoder):
         super().__init__(encoder, decoder)
+        self.cfg = cfg
         self.trained_keys = [name for name, p in self.named_parameters() if p.requires_grad]
 
     @classmethod
     def build_model(cls, cfg: LlastConfig, task):
+        # an --arch preset's config, or an older checkpoint's, may lack fields: take their defaults
+        cfg = merge_with_parent(LlastConfig(), cfg, remove_missing=True)
         whisper, dims = load_whisper_encoder(cfg.whisper_path)
         llm = load_llm(task.cfg.llm_path, cfg.llm_dtype)
         if llm.config.vocab_size != len(task.target_dictionary):
@@ -81,13 +89,12 @@ class LlastModel(FairseqEncoderDecoderModel):
                  cfg.llm_lora_dropout, cfg.llm_lora_targets)
         if training == "full":
             llm.requires_grad_(True)
-        if getattr(cfg, "gradient_checkpointing", False):  # absent from older checkpoints
+        if cfg.gradient_checkpointing:
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        autocast_bf16 = getattr(cfg, "autocast_bf16", False)  # absent from older checkpoints
-        encoder = LlastEncoder(whisper, dims.n_mels, llm.config.hidden_size, cfg.frame_stack,
-                               cfg.trim_audio_padding, getattr(cfg, "cache_whisper_states", False),
-                               autocast_bf16)
-        return cls(encoder, LlastDecoder(task.target_dictionary, llm, autocast_bf16))
+        adaptor = build_adaptor(cfg, dims.n_audio_state, llm.config.hidden_size)
+        encoder = LlastEncoder(whisper, dims, adaptor, cfg.trim_audio_padding, cfg.cache_whisper_states,
+                               cfg.autocast_bf16)
+        return cls(cfg, encoder, LlastDecoder(task.target_dictionary, llm, cfg.autocast_bf16))
 
     def max_positions(self):
         return None
@@ -103,7 +110,7 @@ class LlastModel(FairseqEncoderDecoderModel):
         if strict and (missing or unexpected):
             raise RuntimeError(
                 "checkpoint does not match the model's trainable parameters (were the LoRA ranks, "
-                f"targets or base models changed?): missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"targets, adaptor or base models changed?): missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                 f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
             )
         return super().load_state_dict(state_dict, strict=False, model_cfg=model_cfg, args=args)

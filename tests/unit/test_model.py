@@ -271,11 +271,19 @@ def test_slora_frame_stacking_and_full_llm_training(tiny_corpus, tiny_models, bu
     assert {n for n, _ in model.decoder.llm.named_parameters(prefix="decoder.llm")} <= trained
     batch = first_batch(task, "test")
     net = batch["net_input"]
-    out = _encoder_out(model, net)
+    with torch.no_grad():
+        out = _encoder_out(model, net)
+        whisper_states = model.encoder.whisper_states(net["src_tokens"], net["src_lengths"])
     positions = -(-int(net["src_lengths"].max()) // 320)
     assert out["audio_out"][0].shape[1] == -(-positions // 3)
     assert (~out["audio_padding_mask"][0]).sum(1).tolist() == [
         -(-(-(-int(n) // 320)) // 3) for n in net["src_lengths"]]
+    # each row is its own Whisper states through the adaptor alone (test_adaptor.py checks the
+    # stacking itself against stacking by hand)
+    for row, states in enumerate(whisper_states):
+        with torch.no_grad():
+            alone, n = model.encoder.adaptor(states[None], torch.tensor([len(states)]))
+        torch.testing.assert_close(out["audio_out"][0][row, : int(n)], alone[0], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="--llm-lora-r"):
         build_task_and_model(tiny_corpus, tiny_models, "--llm-lora-r", "0")
     with pytest.raises(ValueError, match="whisper-lora-targets"):
@@ -405,3 +413,38 @@ def test_bf16_autocast_runs_matmuls_in_bf16_and_keeps_fp32_weights_and_grads(tin
     assert grad16.dtype == torch.float32 and torch.cosine_similarity(grad16, grad32, dim=0) > 0.99
     cached = list(bf16.encoder.state_cache.values())
     assert cached and all(s.dtype == torch.bfloat16 for s in cached)
+
+
+def test_a_new_adaptor_is_one_class_and_one_choice(tiny_corpus, tiny_models):
+    """An adaptor registered outside the package is built by --adaptor NAME, its lengths make the
+    encoder's padding mask, and it trains and is saved: no edit to the encoder or the model."""
+    from llast_fairseq.models.adaptor import ADAPTORS, Adaptor, register_adaptor
+
+    @register_adaptor("test-mean2")
+    class MeanOfPairs(Adaptor):
+        def __init__(self, input_dim, output_dim):
+            super().__init__(output_dim)
+            self.proj = torch.nn.Linear(input_dim, output_dim)
+
+        @classmethod
+        def build(cls, cfg, input_dim, output_dim):
+            return cls(input_dim, output_dim)
+
+        def forward(self, states, lengths):
+            states = torch.nn.functional.pad(states, (0, 0, 0, states.size(1) % 2))
+            pairs = states.reshape(states.size(0), -1, 2, states.size(2)).mean(2)
+            return self.proj(pairs), torch.div(lengths + 1, 2, rounding_mode="floor")
+
+    try:
+        cfg, task, model = build_task_and_model(tiny_corpus, tiny_models, "--adaptor", "test-mean2")
+        assert isinstance(model.encoder.adaptor, MeanOfPairs)
+        batch = first_batch(task, "test")
+        out = _encoder_out(model, batch["net_input"])
+        assert (~out["audio_padding_mask"][0]).sum(1).tolist() == [
+            -(-(-(-int(n) // 320)) // 2) for n in batch["net_input"]["src_lengths"]]
+        loss, _, _ = task.build_criterion(cfg.criterion)(model, batch)
+        loss.backward()
+        assert model.encoder.adaptor.proj.weight.grad.abs().sum() > 0
+        assert {"encoder.adaptor.proj.weight", "encoder.adaptor.proj.bias"} <= set(model.state_dict())
+    finally:
+        del ADAPTORS["test-mean2"]
