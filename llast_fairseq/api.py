@@ -7,81 +7,29 @@
 The model, task, prompts, collater, beam search and detokenizer are the ones ``fairseq-generate``
 uses, so for the same checkpoint, beam and batches the texts are its ``D-`` lines. Inputs are
 batched by length (as fairseq does) and the results come back in input order.
-:meth:`LlastTranslator.from_exported` and :func:`load_exported` read a directory written by
-``scripts/export.py`` (LoRA merged, no peft layers).
+:meth:`LlastTranslator.from_exported` reads a directory written by ``llast-export``
+(:mod:`llast_fairseq.export`: LoRA merged, no peft layers).
 
 :meth:`LlastTranslator.cascade` compares end-to-end translation with a cascade through the same
 model: it transcribes (the ASR prompt), then translates its own transcript from a text prompt (the
 LLaST template with the transcript where the audio goes), with per-input timings of both steps.
 """
-import json
 import os
 import time
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from fairseq import checkpoint_utils, utils
+from fairseq import utils
 from fairseq.data.audio.audio_utils import parse_path
 from fairseq.dataclass.configs import GenerationConfig
 from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel
-from omegaconf import OmegaConf
 
-import llast_fairseq  # noqa: F401  (fills fairseq's task/model/criterion registries)
-
+from .checkpoint import load_checkpoint
 from .data.audio import waveform_length
 from .data.llast_dataset import LlastDataset
-from .models.adaptor import MLPAdaptor
+from .export import load_exported
 from .models.audio_encoder import LlastEncoder
-from .models.hf_llm import load_llm
 from .models.llast import LlastModel
-from .models.llm_decoder import LlastDecoder
-from .models.whisper_weights import load_whisper_encoder
-from .tasks.llast_st import LlastSTConfig, LlastSTTask
-
-EXPORT_META = "llast.json"
-
-
-def load_checkpoint(path: str, llm_path: Optional[str] = None, whisper_path: Optional[str] = None):
-    """``(model, task, cfg)`` from a training checkpoint, through fairseq's own loader.
-
-    ``llm_path`` / ``whisper_path`` replace the base-model paths saved in the checkpoint (needed
-    when they were moved, or were relative to another working directory).
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path!r}")
-    overrides = {k: v for k, v in {"llm_path": llm_path, "whisper_path": whisper_path}.items() if v}
-    state = checkpoint_utils.load_checkpoint_to_cpu(path, overrides)
-    saved = state["cfg"]
-    try:
-        models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], state=state)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(
-            f"{e}\n{path} was trained with llm_path={saved.task.llm_path!r} and whisper_path="
-            f"{saved.model.whisper_path!r}: pass llm_path=/whisper_path= (--llm-path/--whisper-path) "
-            "where those base models are now") from e
-    return models[0], task, cfg
-
-
-def load_exported(export_dir: str):
-    """``(model, task)`` from a ``scripts/export.py`` directory, with plain transformers,
-    openai-whisper and the adaptor: the LoRA weights are merged, no peft layer is built."""
-    root = Path(export_dir)
-    if not (root / EXPORT_META).is_file():
-        raise FileNotFoundError(f"{root} is not an exported LLaST model (no {EXPORT_META} there)")
-    meta = json.loads((root / EXPORT_META).read_text())
-    task_cfg = OmegaConf.structured(LlastSTConfig(
-        data="", llm_path=str(root / meta["llm"]), pad_token=meta["pad_token"],
-        prompt_template=meta["prompt_template"]))
-    task = LlastSTTask.setup_task(task_cfg)
-    whisper, dims = load_whisper_encoder(str(root / meta["whisper"]))
-    llm = load_llm(task_cfg.llm_path, meta["llm_dtype"])
-    adaptor = MLPAdaptor(dims.n_audio_state, llm.config.hidden_size, meta["frame_stack"])
-    adaptor.load_state_dict(torch.load(root / meta["adaptor"], map_location="cpu", weights_only=True))
-    encoder = LlastEncoder(whisper, dims, adaptor, meta["trim_audio_padding"])
-    model = LlastModel(None, encoder, LlastDecoder(task.target_dictionary, llm))
-    model.requires_grad_(False)
-    return model.eval(), task
 
 
 class TextPromptDataset(LlastDataset):

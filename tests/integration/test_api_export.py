@@ -1,9 +1,10 @@
-"""llast_fairseq.api and scripts/export.py against a checkpoint trained by the real fairseq-train.
+"""llast_fairseq.api and llast-export against a checkpoint trained by the real fairseq-train.
 
 Tiny random-init models, six French sentences spoken by espeak-ng, a few updates with L-LoRA and
-S-LoRA at a high learning rate (so the LoRA weights are far from zero and merging matters). Then:
-the API's beam search equals fairseq-generate's output line for line, and the exported model (LoRA
-merged, no peft) gives the trained model's logits and beam-search output.
+S-LoRA at a high learning rate (so the LoRA weights are far from zero and merging matters) and
+frame stacking (not the default, so an export must keep it). Then: the API's beam search equals
+fairseq-generate's output line for line, and the exported model (LoRA merged, no peft, rebuilt
+through build_model from the saved configs) gives the trained model's logits and beam-search output.
 """
 import math
 import os
@@ -15,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-sys.path.insert(0, str(REPO / "scripts"))
 
 PAIRS = [
     ("Bonjour tout le monde.", "Hello everyone."),
@@ -72,18 +73,17 @@ def trained(tmp_path_factory):
     common = [work / "data", "--user-dir", REPO / "llast_fairseq", "--task", "llast_st",
               "--llm-path", "llm", "--cpu"]
     finish(run([BIN / "fairseq-train", *common, "--arch", "llast_tiny", "--whisper-path", "whisper.pt",
-                "--llm-lora-r", "4", "--whisper-lora-r", "4", "--whisper-lora-alpha", "8",
+                "--llm-lora-r", "4", "--whisper-lora-r", "4", "--whisper-lora-alpha", "8", "--frame-stack", "2",
                 "--criterion", "llast_cross_entropy", "--optimizer", "adam", "--lr", "1e-2",
                 "--batch-size", "4", "--max-update", "6", "--save-dir", "ckpt", "--seed", "1",
                 "--disable-validation", "--no-epoch-checkpoints"], cwd=work), "fairseq-train")
     ckpt = work / "ckpt" / "checkpoint_last.pt"
     generate = run([BIN / "fairseq-generate", *common, "--path", ckpt, "--gen-subset", "test",
                     "--beam", BEAM, "--max-len-b", MAX_LEN_B, "--batch-size", BATCH], cwd=work)
-    export = run([sys.executable, REPO / "scripts" / "export.py", "--checkpoint", ckpt,
-                  "--out", work / "exported", "--llm-path", work / "llm",
-                  "--whisper-path", work / "whisper.pt"], cwd=REPO)
+    export = run([BIN / "llast-export", "--checkpoint", ckpt, "--out", work / "exported",
+                  "--llm-path", work / "llm", "--whisper-path", work / "whisper.pt"], cwd=REPO)
     return dict(work=work, ckpt=ckpt, paths=paths, exported=work / "exported",
-                generate=finish(generate, "fairseq-generate"), export=finish(export, "export.py"))
+                generate=finish(generate, "fairseq-generate"), export=finish(export, "llast-export"))
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,11 @@ def test_api_errors(trained, translator, tmp_path, monkeypatch):
     with pytest.raises(KeyError, match="xx"):
         translator.translate(trained["paths"][:1], "xx", "en")
     assert translator.translate([], "fr", "en") == []
+    with pytest.raises(FileNotFoundError, match="is not an exported LLaST model: no model.pt there$"):
+        LlastTranslator.from_exported(str(tmp_path))
+    (tmp_path / "llast.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="older export: export the training checkpoint again"):
+        LlastTranslator.from_exported(str(tmp_path))
 
 
 def test_export_equals_trained_model(trained, translator, api_results):
@@ -146,9 +151,21 @@ def test_export_equals_trained_model(trained, translator, api_results):
     from llast_fairseq.models.whisper_weights import load_whisper_encoder
 
     out = trained["exported"]
-    assert {p.name for p in out.iterdir()} >= {"llm", "whisper.pt", "adaptor.pt", "llast.json"}
+    assert f"exported {trained['ckpt']} to {out}" in trained["export"]
+    assert {p.name for p in out.iterdir()} == {"llm", "whisper.pt", "model.pt"}
     exported = LlastTranslator.from_exported(str(out), beam=BEAM, max_len_b=MAX_LEN_B)
     assert not any(isinstance(m, LoraLayer) or "lora" in n for n, m in exported.model.named_modules())
+    assert not any(p.requires_grad for p in exported.model.parameters())
+
+    # every setting of the model and the task is the trained one; only what merging changes differs
+    configs = [OmegaConf.to_container(cfg, resolve=True, enum_to_str=True) for cfg in
+               (translator.model.cfg, translator.task.cfg, exported.model.cfg, exported.task.cfg)]
+    trained_model, trained_task, exported_model, exported_task = configs
+    assert {k for k in trained_model if trained_model[k] != exported_model[k]} == {
+        "whisper_path", "llm_training", "llm_lora_r", "whisper_lora_r"}
+    assert exported_model["frame_stack"] == 2 and exported_model["adaptor"] == "mlp"
+    assert (exported_model["llm_lora_r"], exported_model["whisper_lora_r"]) == (0, 0)
+    assert {k for k in trained_task if trained_task[k] != exported_task[k]} == {"llm_path"}
 
     # standalone formats, and the LoRA really merged into them
     llm = AutoModelForCausalLM.from_pretrained(out / "llm", local_files_only=True)
@@ -174,8 +191,16 @@ def test_export_equals_trained_model(trained, translator, api_results):
     assert [r["text"] for r in ours] == [r["text"] for r in theirs]
 
 
-def test_export_refuses_existing_dir(trained):
-    from export import export
+def test_export_reads_whisper_once_and_refuses_an_existing_dir(trained, tmp_path, monkeypatch):
+    """The model knows Whisper's dims: export builds the model (one Whisper read) and reloads
+    nothing just for them."""
+    from llast_fairseq.export import export
+    from llast_fairseq.models import whisper_weights
 
     with pytest.raises(FileExistsError, match="--force"):
         export(str(trained["ckpt"]), str(trained["exported"]))
+    reads, read = [], whisper_weights._read_whisper_checkpoint
+    monkeypatch.setattr(whisper_weights, "_read_whisper_checkpoint", lambda path: reads.append(path) or read(path))
+    w = trained["work"]
+    export(str(trained["ckpt"]), str(tmp_path / "again"), w / "llm", w / "whisper.pt")
+    assert reads == [str(w / "whisper.pt")]
