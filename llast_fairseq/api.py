@@ -29,7 +29,7 @@ from .data.audio import waveform_length
 from .data.llast_dataset import LlastDataset
 from .export import load_exported
 from .models.audio_encoder import LlastEncoder
-from .models.llast import LlastModel
+from .models.llast import LlastModel, check_prompt_contract
 
 
 class TextPromptDataset(LlastDataset):
@@ -77,7 +77,9 @@ class LlastTranslator:
 
     def __init__(self, model, task, beam: int = 5, max_len_b: int = 256, device: str = "cpu",
                  **generation):
-        """``generation``: more fairseq GenerationConfig fields (``lenpen``, ``max_len_a``, ...)."""
+        """``generation``: more fairseq GenerationConfig fields (``lenpen``, ``max_len_a``, ...).
+        The task must prompt as the model was trained to read (:func:`check_prompt_contract`)."""
+        check_prompt_contract(model.cfg, task.cfg)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.task = task

@@ -1,15 +1,19 @@
 """The ``llast`` model: Whisper encoder + adaptor (LlastEncoder) and an LLM with LoRA (LlastDecoder).
 
-Checkpoints hold only what is trained (LoRA weights, adaptor); the frozen base weights are rebuilt
-from ``--whisper-path`` and the task's ``--llm-path``, which the saved config names.
+Checkpoints hold only what is trained (LoRA weights, adaptor) and the config: the frozen base
+weights are rebuilt from ``--whisper-path`` and the task's ``--llm-path``, which it names, and the
+prompt contract (template, pad token) it was trained with is checked against the task's.
 """
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import merge_with_parent
 from fairseq.models import FairseqEncoderDecoderModel, register_model, register_model_architecture
+from omegaconf import II
 
+from ..data.prompts import TEMPLATES
 from .adaptor import build_adaptor
 from .audio_encoder import LlastEncoder
 from .hf_llm import DTYPES, load_llm
@@ -60,6 +64,25 @@ class LlastConfig(FairseqDataclass):
     autocast_bf16: bool = field(
         default=False, metadata={"help": "run Whisper, the adaptor and the LLM under bfloat16 autocast where "
                                          "that is faster (weights and loss stay float32)"})
+    # the prompt contract: the task's settings at training time, saved with the model, checked
+    # against the task's when the model is built to decode (no help: the task's flags set them)
+    prompt_template: str = II("task.prompt_template")
+    pad_token: Optional[str] = II("task.pad_token")
+
+
+def check_prompt_contract(model_cfg, task_cfg):
+    """The task prompts as the model was trained to read (same template, same pad token), or a
+    ``ValueError`` naming both settings."""
+    for key in ("prompt_template", "pad_token"):
+        trained, given = model_cfg[key], task_cfg[key]
+        if key == "prompt_template":
+            same = TEMPLATES.get(trained, trained) == TEMPLATES.get(given, given)
+        else:
+            same = trained == given
+        if not same:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(f"the model was trained with {flag} {trained!r} but is asked to decode with "
+                             f"{flag} {given!r}: pass {flag} {trained!r}, the prompts it learned to read")
 
 
 @register_model("llast", dataclass=LlastConfig)
@@ -73,6 +96,7 @@ class LlastModel(FairseqEncoderDecoderModel):
     def build_model(cls, cfg: LlastConfig, task):
         # an --arch preset's config, or an older checkpoint's, may lack fields: take their defaults
         cfg = merge_with_parent(LlastConfig(), cfg, remove_missing=True)
+        check_prompt_contract(cfg, task.cfg)
         whisper, dims = load_whisper_encoder(cfg.whisper_path)
         llm = load_llm(task.cfg.llm_path, cfg.llm_dtype)
         if llm.config.vocab_size != len(task.target_dictionary):

@@ -67,3 +67,33 @@ def test_generate_beam5_from_checkpoint_in_a_fresh_process(trained, tiny_corpus,
     assert [refs[i] for i in range(len(rows))] == [tgt for _, tgt, _, _ in rows]  # detokenized
     assert re.search(r"Generate \S+ with beam=5: BLEU = [\d.]+", lines[-1]), lines[-1]
     assert "Translated" in out
+
+
+def test_generate_refuses_another_prompt_contract_and_older_checkpoints_load(trained, tiny_corpus, tiny_models,
+                                                                              tmp_path):
+    """fairseq-generate with another --prompt-template than the model was trained with stops with
+    an error naming both. A checkpoint saved before the model config held the contract loads, and
+    is held to the template of the task it was trained with."""
+    from conftest import fairseq_cfg
+    from fairseq import checkpoint_utils, tasks
+
+    from llast_fairseq.checkpoint import load_checkpoint
+
+    save, _ = trained
+    other = "<audio>{src} to {tgt}:"
+    proc = subprocess.run([str(a) for a in (
+        BIN / "fairseq-generate", tiny_corpus, "--user-dir", REPO / "llast_fairseq", "--task", "llast_st",
+        "--llm-path", tiny_models / "llm", "--path", save / "checkpoint_last.pt", "--gen-subset", "test_fr_en",
+        "--prompt-template", other, "--cpu")], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert (f"the model was trained with --prompt-template 'llama2' but is asked to decode with "
+            f"--prompt-template '{other}'") in proc.stderr, proc.stderr[-3000:]
+
+    state = torch.load(save / "checkpoint_last.pt", map_location="cpu")
+    del state["cfg"]["model"]["prompt_template"], state["cfg"]["model"]["pad_token"]
+    torch.save(state, tmp_path / "older.pt")
+    model, task, _ = load_checkpoint(str(tmp_path / "older.pt"))
+    assert (model.cfg.prompt_template, model.cfg.pad_token) == ("llama2", None)
+    other_task = tasks.setup_task(fairseq_cfg(tiny_corpus, tiny_models, "--prompt-template", other).task)
+    with pytest.raises(ValueError, match="trained with --prompt-template 'llama2'"):
+        checkpoint_utils.load_model_ensemble([str(tmp_path / "older.pt")], task=other_task)

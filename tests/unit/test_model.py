@@ -1,5 +1,6 @@
 """The llast model against the Hugging Face LLM it wraps: shapes, masks, loss alignment, cache."""
 import logging
+import re
 
 import pytest
 import torch
@@ -448,3 +449,28 @@ def test_a_new_adaptor_is_one_class_and_one_choice(tiny_corpus, tiny_models):
         assert {"encoder.adaptor.proj.weight", "encoder.adaptor.proj.bias"} <= set(model.state_dict())
     finally:
         del ADAPTORS["test-mean2"]
+
+
+def test_the_prompt_contract_is_saved_with_the_model_and_checked(tiny_corpus, tiny_models, built):
+    """The model's config holds the template and pad token it was trained with; a task that
+    prompts otherwise cannot build it or decode with it."""
+    from conftest import fairseq_cfg
+    from fairseq import tasks
+
+    from llast_fairseq.api import LlastTranslator
+
+    cfg, task, model = built
+    assert (model.cfg.prompt_template, model.cfg.pad_token) == ("llama2", None)
+    assert (cfg.model.prompt_template, cfg.model.pad_token) == ("llama2", None)  # as fairseq-train saves it
+    # the template's name or its text: the same prompts
+    same = tasks.setup_task(fairseq_cfg(tiny_corpus, tiny_models, "--prompt-template",
+                                        "[INST] <audio>\n{instruction} [/INST]").task)
+    LlastTranslator(model, same, beam=1)
+    for flag, value in [("--prompt-template", "<audio>{src} to {tgt}:"), ("--pad-token", "<unk>")]:
+        other = tasks.setup_task(fairseq_cfg(tiny_corpus, tiny_models, flag, value).task)
+        trained = "'llama2'" if flag == "--prompt-template" else "None"
+        message = rf"trained with {flag} {trained} but is asked to decode with {flag} '{re.escape(value)}'"
+        with pytest.raises(ValueError, match=message):
+            other.build_model(cfg.model)
+        with pytest.raises(ValueError, match=message):
+            LlastTranslator(model, other, beam=1)
