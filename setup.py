@@ -24,5 +24,6 @@ setup(
         "llast-convert-ctranslate2-whisper = llast_fairseq.cli.convert_ctranslate2_whisper:main",
         "llast-make-tiny-models = llast_fairseq.cli.make_tiny_models:main",
         "llast-export = llast_fairseq.cli.export:main",
+        "llast-translate = llast_fairseq.cli.translate:main",
     ]},
 )

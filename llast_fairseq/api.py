@@ -16,7 +16,7 @@ LLaST template with the transcript where the audio goes), with per-input timings
 """
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from fairseq import utils
@@ -30,6 +30,8 @@ from .data.llast_dataset import LlastDataset
 from .export import load_exported
 from .models.audio_encoder import LlastEncoder
 from .models.llast import LlastModel, check_prompt_contract
+
+Progress = Callable[[int, int], None]  # (inputs decoded so far, inputs in all)
 
 
 class TextPromptDataset(LlastDataset):
@@ -121,17 +123,18 @@ class LlastTranslator:
                             self.task.target_dictionary, shuffle=False)
 
     def generate(self, audio_paths: Sequence[str], src_lang: str, tgt_lang: str,
-                 batch_size: int = 8, task: str = "st") -> List[Dict]:
+                 batch_size: int = 8, task: str = "st", progress: Optional[Progress] = None) -> List[Dict]:
         """Best hypothesis per input, in input order: ``{"text", "tokens", "score", "seconds"}``
-        (score: the generator's length-normalized log-probability, natural log; seconds: see
-        :meth:`decode`)."""
+        (score: the generator's length-normalized log-probability, natural log; seconds and
+        ``progress``: see :meth:`decode`)."""
         if not audio_paths:
             return []
-        return self.decode(self.dataset(audio_paths, src_lang, tgt_lang, task), batch_size)
+        return self.decode(self.dataset(audio_paths, src_lang, tgt_lang, task), batch_size, progress=progress)
 
-    def decode(self, dataset: LlastDataset, batch_size: int = 8, model=None) -> List[Dict]:
+    def decode(self, dataset: LlastDataset, batch_size: int = 8, model=None,
+               progress: Optional[Progress] = None) -> List[Dict]:
         """Beam search over a dataset's examples, batched by size, with this translator's model or
-        ``model``; results in index order.
+        ``model``; results in index order. ``progress(done, total)`` is called after each batch.
 
         ``seconds``: wall time of the example's batch (loading, collating, beam search,
         detokenizing) divided by the batch's size, so with ``batch_size=1`` it is the example's
@@ -157,6 +160,8 @@ class LlastTranslator:
             seconds = (time.perf_counter() - start) / len(ids)
             for i in ids:
                 results[i]["seconds"] = seconds
+            if progress is not None:
+                progress(sum(r is not None for r in results), len(results))
         return results
 
     def cascade(self, audio_paths: Sequence[str], src_lang: str, tgt_lang: str,
@@ -180,6 +185,6 @@ class LlastTranslator:
                  "mt_seconds": m["seconds"]} for a, m in zip(asr, mt)]
 
     def translate(self, audio_paths: Sequence[str], src_lang: str, tgt_lang: str,
-                  batch_size: int = 8, task: str = "st") -> List[str]:
+                  batch_size: int = 8, task: str = "st", progress: Optional[Progress] = None) -> List[str]:
         """Translations (``task="st"``) or transcripts (``"asr"``) of the audio files, in order."""
-        return [r["text"] for r in self.generate(audio_paths, src_lang, tgt_lang, batch_size, task)]
+        return [r["text"] for r in self.generate(audio_paths, src_lang, tgt_lang, batch_size, task, progress)]

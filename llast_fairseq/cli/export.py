@@ -5,7 +5,8 @@
 
 writes exported/llm/ (Hugging Face LLM and tokenizer), exported/whisper.pt (openai-whisper
 encoder) and exported/model.pt (fairseq checkpoint: the configs and the adaptor); see
-llast_fairseq/export.py. Load it with ``llast_fairseq.api.LlastTranslator.from_exported(DIR)``.
+llast_fairseq/export.py. Load it with ``llast_fairseq.api.LlastTranslator.from_exported(DIR)`` or
+translate with ``llast-translate --checkpoint DIR``.
 """
 import argparse
 

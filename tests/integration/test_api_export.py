@@ -204,3 +204,33 @@ def test_export_reads_whisper_once_and_refuses_an_existing_dir(trained, tmp_path
     w = trained["work"]
     export(str(trained["ckpt"]), str(tmp_path / "again"), w / "llm", w / "whisper.pt")
     assert reads == [str(w / "whisper.pt")]
+
+
+def test_translate_command(trained, api_results):
+    """llast-translate on a checkpoint and on its export: one line per file in the order given
+    (not the length order batches take), a flushed progress line per batch on stderr."""
+    w, files = trained["work"], trained["paths"][::-1]
+    common = ["--src-lang", "fr", "--tgt-lang", "en", "--beam", BEAM, "--max-len-b", MAX_LEN_B,
+              "--batch-size", BATCH]
+    runs = [subprocess.Popen([str(a) for a in (BIN / "llast-translate", *files, "--checkpoint", ckpt, *extra, *common)],
+                             cwd=w, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+            for ckpt, extra in [(trained["ckpt"], ["--llm-path", w / "llm", "--whisper-path", w / "whisper.pt"]),
+                                (trained["exported"], [])]]
+    expected = [r["text"] for r in api_results][::-1]
+    batches = -(-len(files) // BATCH)
+    for proc in runs:
+        out, err = proc.communicate()
+        assert proc.returncode == 0, err[-3000:]
+        assert out.splitlines() == expected
+        progress = [line for line in err.splitlines() if line.startswith("llast-translate: ")]
+        assert len(progress) == batches and progress[-1].startswith(f"llast-translate: {len(files)}/{len(files)} files")
+
+    def fails(*argv):
+        proc = subprocess.run([str(a) for a in (BIN / "llast-translate", *argv)], cwd=w, capture_output=True, text=True)
+        assert proc.returncode != 0
+        return proc.stderr
+
+    assert "--tgt-lang is required to translate" in fails(files[0], "--checkpoint", trained["exported"], "--src-lang", "fr")
+    assert "llast-translate: error: 1 audio file(s) not found: 'nope.wav'" in fails(
+        "nope.wav", "--checkpoint", trained["exported"], "--src-lang", "fr", "--tgt-lang", "en")
