@@ -9,8 +9,6 @@ from typing import Optional
 
 from fairseq import checkpoint_utils
 
-import llast_fairseq  # noqa: F401  (fills fairseq's task/model/criterion registries)
-
 
 def load_checkpoint(path: str, llm_path: Optional[str] = None, whisper_path: Optional[str] = None):
     """``(model, task, state)`` from a checkpoint, through fairseq's own loader; ``state`` is the
