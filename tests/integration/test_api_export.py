@@ -191,19 +191,29 @@ def test_export_equals_trained_model(trained, translator, api_results):
     assert [r["text"] for r in ours] == [r["text"] for r in theirs]
 
 
-def test_export_reads_whisper_once_and_refuses_an_existing_dir(trained, tmp_path, monkeypatch):
-    """The model knows Whisper's dims: export builds the model (one Whisper read) and reloads
-    nothing just for them."""
-    from llast_fairseq.export import export
+def test_export_keeps_settings_reads_whisper_once_and_refuses_an_existing_dir(trained, tmp_path, monkeypatch):
+    """Settings the trained checkpoint does not exercise (autocast, padding to 30 s, another
+    template) survive an export too; the model knows Whisper's dims, so export reads Whisper once
+    (to build the model) and reloads nothing for them."""
+    from llast_fairseq.export import export, load_exported
     from llast_fairseq.models import whisper_weights
 
     with pytest.raises(FileExistsError, match="--force"):
         export(str(trained["ckpt"]), str(trained["exported"]))
+    state = torch.load(trained["ckpt"], map_location="cpu")
+    settings = {"autocast_bf16": True, "trim_audio_padding": False, "prompt_template": "<audio>{src} to {tgt}:"}
+    state["cfg"]["model"].update(settings)
+    state["cfg"]["task"]["prompt_template"] = settings["prompt_template"]
+    torch.save(state, tmp_path / "variant.pt")
     reads, read = [], whisper_weights._read_whisper_checkpoint
     monkeypatch.setattr(whisper_weights, "_read_whisper_checkpoint", lambda path: reads.append(path) or read(path))
     w = trained["work"]
-    export(str(trained["ckpt"]), str(tmp_path / "again"), w / "llm", w / "whisper.pt")
+    export(str(tmp_path / "variant.pt"), str(tmp_path / "variant"), w / "llm", w / "whisper.pt")
     assert reads == [str(w / "whisper.pt")]
+    model, task = load_exported(str(tmp_path / "variant"))
+    assert {k: model.cfg[k] for k in settings} == settings
+    assert task.cfg.prompt_template == settings["prompt_template"]
+    assert model.encoder.autocast_bf16 and model.decoder.autocast_bf16 and not model.encoder.trim_padding
 
 
 def test_translate_command(trained, api_results):
