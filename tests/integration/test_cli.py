@@ -1,5 +1,6 @@
 """The real fairseq-train and fairseq-generate commands on tiny models and real speech."""
 import json
+import math
 import re
 import subprocess
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO, PAIRS
+from fairseq.sequence_generator import SequenceGenerator
 
 BIN = Path(REPO / ".venv" / "bin")
 
@@ -62,11 +64,27 @@ def test_generate_beam5_from_checkpoint_in_a_fresh_process(trained, tiny_corpus,
     lines = (tmp_path / f"generate-{subset}.txt").read_text().splitlines()
     rows = [p for p in PAIRS if subset == "test" or p[2] == "fr"]
     refs = {int(l.split("\t")[0][2:]): l.split("\t")[1] for l in lines if l.startswith("T-")}
-    hyps = {int(l.split("\t")[0][2:]): l.split("\t")[2] for l in lines if l.startswith("D-")}
+    hyps = {int(l.split("\t")[0][2:]): l.split("\t")[1:] for l in lines if l.startswith("D-")}
     assert sorted(hyps) == list(range(len(rows)))  # every row got a hypothesis
     assert [refs[i] for i in range(len(rows))] == [tgt for _, tgt, _, _ in rows]  # detokenized
     assert re.search(r"Generate \S+ with beam=5: BLEU = [\d.]+", lines[-1]), lines[-1]
     assert "Translated" in out
+
+    # the D- lines are what SequenceGenerator gives in this process on the same checkpoint, each
+    # sentence decoded alone: text and score (generate prints base 2)
+    from llast_fairseq.checkpoint import load_checkpoint
+
+    model, task, _ = load_checkpoint(str(save / "checkpoint_last.pt"))
+    task.load_dataset(subset)
+    dataset, d = task.dataset(subset), task.target_dictionary
+    generator = SequenceGenerator([model.eval()], d, beam_size=5, max_len_b=30)
+    detok = task.build_bpe(None)
+    for i in range(len(dataset)):
+        with torch.no_grad():
+            best = generator.generate([model], dataset.collater([dataset[i]]))[0][0]
+        score, text = hyps[i]
+        assert detok.decode(d.string(best["tokens"], extra_symbols_to_ignore={d.eos()})) == text, i
+        assert float(best["score"]) / math.log(2) == pytest.approx(float(score), abs=1e-4), i
 
 
 def test_generate_refuses_another_prompt_contract_and_older_checkpoints_load(trained, tiny_corpus, tiny_models,
