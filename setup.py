@@ -32,5 +32,7 @@ setup(
         "llast-prep-covost2 = llast_fairseq.cli.prep_covost2:main",
         "llast-prep-fleurs = llast_fairseq.cli.prep_fleurs:main",
         "llast-make-corpus = llast_fairseq.cli.make_corpus:main",
+        "llast-export = llast_fairseq.cli.export:main",
+        "llast-translate = llast_fairseq.cli.translate:main",
     ]},
 )

@@ -7,80 +7,31 @@
 The model, task, prompts, collater, beam search and detokenizer are the ones ``fairseq-generate``
 uses, so for the same checkpoint, beam and batches the texts are its ``D-`` lines. Inputs are
 batched by length (as fairseq does) and the results come back in input order.
-:meth:`LlastTranslator.from_exported` and :func:`load_exported` read a directory written by
-``scripts/export.py`` (LoRA merged, no peft layers).
+:meth:`LlastTranslator.from_exported` reads a directory written by ``llast-export``
+(:mod:`llast_fairseq.export`: LoRA merged, no peft layers).
 
 :meth:`LlastTranslator.cascade` compares end-to-end translation with a cascade through the same
 model: it transcribes (the ASR prompt), then translates its own transcript from a text prompt (the
 LLaST template with the transcript where the audio goes), with per-input timings of both steps.
 """
-import json
 import os
 import time
-from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
-from fairseq import checkpoint_utils, utils
+from fairseq import utils
 from fairseq.data.audio.audio_utils import parse_path
 from fairseq.dataclass.configs import GenerationConfig
 from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel
-from omegaconf import OmegaConf
 
-import llast_fairseq  # noqa: F401  (fills fairseq's task/model/criterion registries)
-
+from .checkpoint import load_checkpoint
 from .data.audio import waveform_length
 from .data.llast_dataset import LlastDataset
+from .export import load_exported
 from .models.audio_encoder import LlastEncoder
-from .models.hf_llm import load_llm
-from .models.llast import LlastModel
-from .models.llm_decoder import LlastDecoder
-from .models.whisper_weights import load_whisper_encoder
-from .tasks.llast_st import LlastSTConfig, LlastSTTask
+from .models.llast import LlastModel, check_prompt_contract
 
-EXPORT_META = "llast.json"
-
-
-def load_checkpoint(path: str, llm_path: Optional[str] = None, whisper_path: Optional[str] = None):
-    """``(model, task, cfg)`` from a training checkpoint, through fairseq's own loader.
-
-    ``llm_path`` / ``whisper_path`` replace the base-model paths saved in the checkpoint (needed
-    when they were moved, or were relative to another working directory).
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path!r}")
-    overrides = {k: v for k, v in {"llm_path": llm_path, "whisper_path": whisper_path}.items() if v}
-    state = checkpoint_utils.load_checkpoint_to_cpu(path, overrides)
-    saved = state["cfg"]
-    try:
-        models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], state=state)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(
-            f"{e}\n{path} was trained with llm_path={saved.task.llm_path!r} and whisper_path="
-            f"{saved.model.whisper_path!r}: pass llm_path=/whisper_path= (--llm-path/--whisper-path) "
-            "where those base models are now") from e
-    return models[0], task, cfg
-
-
-def load_exported(export_dir: str):
-    """``(model, task)`` from a ``scripts/export.py`` directory, with plain transformers,
-    openai-whisper and the adaptor: the LoRA weights are merged, no peft layer is built."""
-    root = Path(export_dir)
-    if not (root / EXPORT_META).is_file():
-        raise FileNotFoundError(f"{root} is not an exported LLaST model (no {EXPORT_META} there)")
-    meta = json.loads((root / EXPORT_META).read_text())
-    task_cfg = OmegaConf.structured(LlastSTConfig(
-        data="", llm_path=str(root / meta["llm"]), pad_token=meta["pad_token"],
-        prompt_template=meta["prompt_template"]))
-    task = LlastSTTask.setup_task(task_cfg)
-    whisper, dims = load_whisper_encoder(str(root / meta["whisper"]))
-    llm = load_llm(task_cfg.llm_path, meta["llm_dtype"])
-    encoder = LlastEncoder(whisper, dims.n_mels, llm.config.hidden_size, meta["frame_stack"],
-                           meta["trim_audio_padding"])
-    encoder.adaptor.load_state_dict(torch.load(root / meta["adaptor"], map_location="cpu", weights_only=True))
-    model = LlastModel(encoder, LlastDecoder(task.target_dictionary, llm))
-    model.requires_grad_(False)
-    return model.eval(), task
+Progress = Callable[[int, int], None]  # (inputs decoded so far, inputs in all)
 
 
 class TextPromptDataset(LlastDataset):
@@ -128,7 +79,9 @@ class LlastTranslator:
 
     def __init__(self, model, task, beam: int = 5, max_len_b: int = 256, device: str = "cpu",
                  **generation):
-        """``generation``: more fairseq GenerationConfig fields (``lenpen``, ``max_len_a``, ...)."""
+        """``generation``: more fairseq GenerationConfig fields (``lenpen``, ``max_len_a``, ...).
+        The task must prompt as the model was trained to read (:func:`check_prompt_contract`)."""
+        check_prompt_contract(model.cfg, task.cfg)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.task = task
@@ -170,17 +123,18 @@ class LlastTranslator:
                             self.task.target_dictionary, shuffle=False)
 
     def generate(self, audio_paths: Sequence[str], src_lang: str, tgt_lang: str,
-                 batch_size: int = 8, task: str = "st") -> List[Dict]:
+                 batch_size: int = 8, task: str = "st", progress: Optional[Progress] = None) -> List[Dict]:
         """Best hypothesis per input, in input order: ``{"text", "tokens", "score", "seconds"}``
-        (score: the generator's length-normalized log-probability, natural log; seconds: see
-        :meth:`decode`)."""
+        (score: the generator's length-normalized log-probability, natural log; seconds and
+        ``progress``: see :meth:`decode`)."""
         if not audio_paths:
             return []
-        return self.decode(self.dataset(audio_paths, src_lang, tgt_lang, task), batch_size)
+        return self.decode(self.dataset(audio_paths, src_lang, tgt_lang, task), batch_size, progress=progress)
 
-    def decode(self, dataset: LlastDataset, batch_size: int = 8, model=None) -> List[Dict]:
+    def decode(self, dataset: LlastDataset, batch_size: int = 8, model=None,
+               progress: Optional[Progress] = None) -> List[Dict]:
         """Beam search over a dataset's examples, batched by size, with this translator's model or
-        ``model``; results in index order.
+        ``model``; results in index order. ``progress(done, total)`` is called after each batch.
 
         ``seconds``: wall time of the example's batch (loading, collating, beam search,
         detokenizing) divided by the batch's size, so with ``batch_size=1`` it is the example's
@@ -206,6 +160,8 @@ class LlastTranslator:
             seconds = (time.perf_counter() - start) / len(ids)
             for i in ids:
                 results[i]["seconds"] = seconds
+            if progress is not None:
+                progress(sum(r is not None for r in results), len(results))
         return results
 
     def cascade(self, audio_paths: Sequence[str], src_lang: str, tgt_lang: str,
@@ -229,6 +185,6 @@ class LlastTranslator:
                  "mt_seconds": m["seconds"]} for a, m in zip(asr, mt)]
 
     def translate(self, audio_paths: Sequence[str], src_lang: str, tgt_lang: str,
-                  batch_size: int = 8, task: str = "st") -> List[str]:
+                  batch_size: int = 8, task: str = "st", progress: Optional[Progress] = None) -> List[str]:
         """Translations (``task="st"``) or transcripts (``"asr"``) of the audio files, in order."""
-        return [r["text"] for r in self.generate(audio_paths, src_lang, tgt_lang, batch_size, task)]
+        return [r["text"] for r in self.generate(audio_paths, src_lang, tgt_lang, batch_size, task, progress)]

@@ -1,7 +1,7 @@
-"""The LLaST encoder: frozen Whisper encoder (optional S-LoRA) and the MLP adaptor.
+"""The LLaST encoder: frozen Whisper encoder (optional S-LoRA) and an adaptor.
 
 waveform [batch, samples] -> log-mel [batch, n_mels, frames] -> Whisper [batch, frames/2, d_whisper]
--> frame stacking [batch, frames/2/k, d_whisper*k] -> adaptor [batch, T_a, d_llm]
+-> adaptor (:mod:`.adaptor`; the default stacks frames, then an MLP) [batch, T_a, d_llm]
 """
 import math
 from typing import Dict, List, Optional, Sequence
@@ -12,34 +12,22 @@ import torch.nn.functional as F
 from fairseq.models import FairseqEncoder
 from torch import Tensor
 from whisper.audio import HOP_LENGTH, N_SAMPLES, log_mel_spectrogram
-from whisper.model import AudioEncoder
+from whisper.model import AudioEncoder, ModelDimensions
 
+from .adaptor import Adaptor
 from .autocast import bf16_autocast
 
 SAMPLES_PER_POSITION = 2 * HOP_LENGTH  # conv2 has stride 2
 
 
-class Adaptor(nn.Module):
-    """Linear-GELU-Linear-GELU-Linear from stacked Whisper states to the LLM's embedding size."""
-
-    def __init__(self, d_in: int, d_llm: int):
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(d_in, d_llm), nn.GELU(), nn.Linear(d_llm, d_llm), nn.GELU(),
-            nn.Linear(d_llm, d_llm),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)
-
-
 class LlastEncoder(FairseqEncoder):
     """Audio to adapted LLM-space embeddings; the prompt ids ride along for the decoder.
 
-    ``trim_padding=False`` pads every utterance to Whisper's 30 s (1500 positions), as Whisper and
-    LLaST do; ``True`` runs Whisper on each utterance at its own length and slices the positional
-    embedding (about 10x faster for short audio). Either way an utterance's Whisper states do not
-    depend on the rest of its batch. Train and decode with the same setting.
+    ``dims`` are the Whisper checkpoint's dimensions (kept for export). ``trim_padding=False`` pads
+    every utterance to Whisper's 30 s (1500 positions), as Whisper and LLaST do; ``True`` runs
+    Whisper on each utterance at its own length and slices the positional embedding. Either way an
+    utterance's Whisper states do not depend on the rest of its batch. Train and decode with the
+    same setting.
 
     ``cache_states=True`` keeps each utterance's Whisper states in memory, keyed by its manifest
     audio path (``audio_keys``), so an utterance runs through the frozen encoder once per process;
@@ -50,17 +38,13 @@ class LlastEncoder(FairseqEncoder):
     where bfloat16 is faster than float32 (:mod:`.autocast`).
     """
 
-    def __init__(self, whisper: AudioEncoder, n_mels: int, d_llm: int, frame_stack: int = 1,
+    def __init__(self, whisper: AudioEncoder, dims: ModelDimensions, adaptor: Adaptor,
                  trim_padding: bool = False, cache_states: bool = False, autocast_bf16: bool = False):
         super().__init__(dictionary=None)
-        if frame_stack < 1:
-            raise ValueError(f"--frame-stack must be >= 1, got {frame_stack}")
         self.whisper = whisper
-        self.n_mels = n_mels
-        self.frame_stack = frame_stack
+        self.dims = dims
+        self.adaptor = adaptor
         self.trim_padding = trim_padding
-        d_whisper = whisper.ln_post.normalized_shape[0]
-        self.adaptor = Adaptor(d_whisper * frame_stack, d_llm)
         if cache_states and any(p.requires_grad for p in whisper.parameters()):
             raise ValueError("--cache-whisper-states needs a frozen Whisper encoder: set --whisper-lora-r 0")
         self.state_cache = {} if cache_states else None
@@ -70,7 +54,7 @@ class LlastEncoder(FairseqEncoder):
         """Whisper log-mel per utterance, audio zero-padded to ``total`` samples as Whisper pads:
         ``[batch, n_mels, total / HOP_LENGTH]``."""
         mels = [
-            log_mel_spectrogram(w[:n], self.n_mels, padding=total - int(n))
+            log_mel_spectrogram(w[:n], self.dims.n_mels, padding=total - int(n))
             for w, n in zip(waveforms.float(), lengths)
         ]
         return torch.stack(mels)
@@ -148,11 +132,10 @@ class LlastEncoder(FairseqEncoder):
             with torch.set_grad_enabled(torch.is_grad_enabled() and whisper_trainable):
                 per_utterance = self.whisper_states(src_tokens, src_lengths, audio_keys)
             states = nn.utils.rnn.pad_sequence(per_utterance, batch_first=True)
-            valid = torch.tensor([len(s) for s in per_utterance], device=states.device)
-            states, valid = self.stack_frames(states, valid)
-            audio = self.adaptor(states)
-        steps = torch.arange(states.size(1), device=states.device)
-        return self.encoder_out(audio, steps[None, :] >= valid[:, None], prompt_before,
+            lengths = torch.tensor([len(s) for s in per_utterance], device=states.device)
+            audio, lengths = self.adaptor(states, lengths)
+        steps = torch.arange(audio.size(1), device=audio.device)
+        return self.encoder_out(audio, steps[None, :] >= lengths[:, None], prompt_before,
                                 prompt_before_lengths, prompt_after, prompt_after_lengths)
 
     @staticmethod
@@ -168,15 +151,6 @@ class LlastEncoder(FairseqEncoder):
             "prompt_after": [prompt_after],
             "prompt_after_padding_mask": [_padding_mask(prompt_after, prompt_after_lengths)],
         }
-
-    def stack_frames(self, states: Tensor, valid: Tensor):
-        """Concatenate each ``frame_stack`` consecutive positions: ``[B, T, D] -> [B, T/k, D*k]``."""
-        k = self.frame_stack
-        if k == 1:
-            return states, valid
-        batch, steps, dim = states.shape
-        states = F.pad(states, (0, 0, 0, (-steps) % k))
-        return states.reshape(batch, -1, dim * k), torch.div(valid + k - 1, k, rounding_mode="floor")
 
     @staticmethod
     def reorder_encoder_out(encoder_out: Dict[str, List[Tensor]], new_order: Tensor):

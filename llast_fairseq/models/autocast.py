@@ -1,9 +1,9 @@
 """bfloat16 autocast only where bfloat16 is faster than float32.
 
-A CPU with native bfloat16 (AVX512-BF16 or AMX) runs bf16 matrix products about 2x faster than
-float32; one without it (AVX2, or AVX512 without the BF16 extension) emulates them, about 75x
-slower. torch's CPU capability ("AVX2", "AVX512") does not tell the two AVX512 kinds apart, so the
-decision is measured: one probe of a bf16 against a float32 matrix product, once per process.
+A CPU with native bfloat16 (AVX512-BF16 or AMX) runs bf16 matrix products faster than float32; one
+without it (AVX2, or AVX512 without the BF16 extension) emulates them, far slower. torch's CPU
+capability ("AVX2", "AVX512") does not tell the two AVX512 kinds apart, so the decision is
+measured: one probe of a bf16 against a float32 matrix product, once per process.
 """
 import functools
 import logging
@@ -14,7 +14,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 MIN_SPEEDUP = 1.1  # bf16 must be measurably faster, not merely as fast
-PROBE_SIZE = 384  # about the width of the demo's models; 1.5 ms in float32 on two AVX2 cores
+PROBE_SIZE = 384  # about the width of the demo's models
 
 
 def cpu_name() -> str:
@@ -42,8 +42,8 @@ def _matmul_seconds(dtype: torch.dtype, repeats: int = 3) -> float:
 
 @functools.lru_cache(maxsize=None)
 def cpu_bf16_speedup() -> float:
-    """float32 time / bfloat16 time of a 384x384 matrix product on this CPU (> 1: bf16 faster).
-    Measured once per process (about 0.5 s where bf16 is emulated, milliseconds where native)."""
+    """float32 time / bfloat16 time of a 384x384 matrix product on this CPU (> 1: bf16 faster),
+    measured once per process."""
     return _matmul_seconds(torch.float32) / _matmul_seconds(torch.bfloat16)
 
 

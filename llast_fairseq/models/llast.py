@@ -1,14 +1,20 @@
 """The ``llast`` model: Whisper encoder + adaptor (LlastEncoder) and an LLM with LoRA (LlastDecoder).
 
-Checkpoints hold only what is trained (LoRA weights, adaptor); the frozen base weights are rebuilt
-from ``--whisper-path`` and the task's ``--llm-path``, which the saved config names.
+Checkpoints hold only what is trained (LoRA weights, adaptor) and the config: the frozen base
+weights are rebuilt from ``--whisper-path`` and the task's ``--llm-path``, which it names, and the
+prompt contract (template, pad token) it was trained with is checked against the task's.
 """
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass.utils import merge_with_parent
 from fairseq.models import FairseqEncoderDecoderModel, register_model, register_model_architecture
+from omegaconf import II
 
+from ..data.prompts import TEMPLATES
+from .adaptor import build_adaptor
 from .audio_encoder import LlastEncoder
 from .hf_llm import DTYPES, load_llm
 from .llm_decoder import LlastDecoder
@@ -24,54 +30,73 @@ WHISPER_LINEARS = "query,key,value,out,mlp.0,mlp.2"
 @dataclass
 class LlastConfig(FairseqDataclass):
     whisper_path: str = field(
-        default="", metadata={"help": "openai-whisper checkpoint file (e.g. large-v3.pt) or a local "
-                                      "Hugging Face Whisper directory; only its encoder is used"})
+        default="", metadata={"help": "openai-whisper checkpoint file (e.g. large-v3.pt) or local Hugging "
+                                      "Face Whisper directory; only its encoder is used"})
     llm_dtype: ChoiceEnum(list(DTYPES)) = field(
-        default="float32", metadata={"help": "dtype of the frozen LLM weights (bfloat16 on GPUs)"})
+        default="float32", metadata={"help": "dtype of the frozen LLM weights"})
     llm_training: ChoiceEnum(["lora", "full", "frozen"]) = field(
         default="lora",
-        metadata={"help": "how the LLM learns: 'lora' (L-LoRA, the paper), 'full' (every weight: for a "
-                          "randomly initialised LLM such as the offline demo's) or 'frozen'"})
+        metadata={"help": "how the LLM learns: lora (L-LoRA, the paper), full (every weight) or frozen"})
     llm_lora_r: int = field(default=512, metadata={"help": "L-LoRA rank on the LLM (paper: 512)"})
     llm_lora_alpha: float = field(default=256, metadata={"help": "L-LoRA alpha (paper: 256)"})
     llm_lora_dropout: float = field(default=0.05, metadata={"help": "L-LoRA dropout (paper: 0.05)"})
     llm_lora_targets: str = field(
         default="all-linear",
-        metadata={"help": "LLM modules for LoRA: 'all-linear' (every linear but lm_head) or names, comma-separated"})
+        metadata={"help": "LLM modules for LoRA: all-linear (every linear but lm_head) or comma-separated names"})
     whisper_lora_r: int = field(
-        default=128, metadata={"help": "S-LoRA rank on the Whisper encoder (paper: 128); 0 = Whisper fully frozen"})
+        default=128, metadata={"help": "S-LoRA rank on the Whisper encoder (paper: 128); 0 freezes Whisper"})
     whisper_lora_alpha: float = field(default=64, metadata={"help": "S-LoRA alpha (paper: 64)"})
     whisper_lora_dropout: float = field(default=0.05, metadata={"help": "S-LoRA dropout"})
     whisper_lora_targets: str = field(
         default=WHISPER_LINEARS, metadata={"help": "Whisper encoder modules for S-LoRA, comma-separated"})
     gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "recompute the LLM's activations in the backward pass (less "
-                                         "memory for long audio prefixes, about a third more compute)"})
+        default=False, metadata={"help": "recompute the LLM's activations in the backward pass to save memory"})
+    adaptor: str = field(
+        default="mlp", metadata={"help": "adaptor from Whisper states to LLM embeddings: mlp (the paper's "
+                                         "Linear-GELU-Linear-GELU-Linear) or another registered one"})
     frame_stack: int = field(
-        default=1, metadata={"help": "stack k consecutive Whisper states before the adaptor (paper: 1)"})
+        default=1, metadata={"help": "mlp adaptor: concatenate k consecutive Whisper states into one (paper: 1)"})
     trim_audio_padding: bool = field(
-        default=False,
-        metadata={"help": "run Whisper on each utterance padded to its own length, not to 30 s (much "
-                          "faster for short audio; decode with the setting the model was trained with)"})
+        default=False, metadata={"help": "run Whisper on each utterance at its own length, not padded to 30 s"})
     cache_whisper_states: bool = field(
-        default=False,
-        metadata={"help": "encode the train and valid audio with the frozen Whisper once, before the first "
-                          "update, and keep its output in RAM for every epoch (needs --whisper-lora-r 0)"})
+        default=False, metadata={"help": "keep the frozen Whisper's output for the train and valid audio in "
+                                         "RAM, computed once before the first update"})
     autocast_bf16: bool = field(
-        default=False,
-        metadata={"help": "run Whisper, the adaptor and the LLM under torch.autocast in bfloat16 (weights, "
-                          "gradients and loss stay float32; fairseq's --bf16 implies --tpu), where bf16 "
-                          "is faster than float32: a CPU without native bf16 runs float32 and says so"})
+        default=False, metadata={"help": "run Whisper, the adaptor and the LLM under bfloat16 autocast where "
+                                         "that is faster (weights and loss stay float32)"})
+    # the prompt contract: the task's settings at training time, saved with the model, checked
+    # against the task's when the model is built to decode (no help: the task's flags set them)
+    prompt_template: str = II("task.prompt_template")
+    pad_token: Optional[str] = II("task.pad_token")
+
+
+def check_prompt_contract(model_cfg, task_cfg):
+    """The task prompts as the model was trained to read (same template, same pad token), or a
+    ``ValueError`` naming both settings."""
+    for key in ("prompt_template", "pad_token"):
+        trained, given = model_cfg[key], task_cfg[key]
+        if key == "prompt_template":
+            same = TEMPLATES.get(trained, trained) == TEMPLATES.get(given, given)
+        else:
+            same = trained == given
+        if not same:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(f"the model was trained with {flag} {trained!r} but is asked to decode with "
+                             f"{flag} {given!r}: pass {flag} {trained!r}, the prompts it learned to read")
 
 
 @register_model("llast", dataclass=LlastConfig)
 class LlastModel(FairseqEncoderDecoderModel):
-    def __init__(self, encoder: LlastEncoder, decoder: LlastDecoder):
+    def __init__(self, cfg: LlastConfig, encoder: LlastEncoder, decoder: LlastDecoder):
         super().__init__(encoder, decoder)
+        self.cfg = cfg
         self.trained_keys = [name for name, p in self.named_parameters() if p.requires_grad]
 
     @classmethod
     def build_model(cls, cfg: LlastConfig, task):
+        # an --arch preset's config, or an older checkpoint's, may lack fields: take their defaults
+        cfg = merge_with_parent(LlastConfig(), cfg, remove_missing=True)
+        check_prompt_contract(cfg, task.cfg)
         whisper, dims = load_whisper_encoder(cfg.whisper_path)
         llm = load_llm(task.cfg.llm_path, cfg.llm_dtype)
         if llm.config.vocab_size != len(task.target_dictionary):
@@ -88,13 +113,12 @@ class LlastModel(FairseqEncoderDecoderModel):
                  cfg.llm_lora_dropout, cfg.llm_lora_targets)
         if training == "full":
             llm.requires_grad_(True)
-        if getattr(cfg, "gradient_checkpointing", False):  # absent from older checkpoints
+        if cfg.gradient_checkpointing:
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        autocast_bf16 = getattr(cfg, "autocast_bf16", False)  # absent from older checkpoints
-        encoder = LlastEncoder(whisper, dims.n_mels, llm.config.hidden_size, cfg.frame_stack,
-                               cfg.trim_audio_padding, getattr(cfg, "cache_whisper_states", False),
-                               autocast_bf16)
-        return cls(encoder, LlastDecoder(task.target_dictionary, llm, autocast_bf16))
+        adaptor = build_adaptor(cfg, dims.n_audio_state, llm.config.hidden_size)
+        encoder = LlastEncoder(whisper, dims, adaptor, cfg.trim_audio_padding, cfg.cache_whisper_states,
+                               cfg.autocast_bf16)
+        return cls(cfg, encoder, LlastDecoder(task.target_dictionary, llm, cfg.autocast_bf16))
 
     def max_positions(self):
         return None
@@ -110,7 +134,7 @@ class LlastModel(FairseqEncoderDecoderModel):
         if strict and (missing or unexpected):
             raise RuntimeError(
                 "checkpoint does not match the model's trainable parameters (were the LoRA ranks, "
-                f"targets or base models changed?): missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"targets, adaptor or base models changed?): missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                 f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
             )
         return super().load_state_dict(state_dict, strict=False, model_cfg=model_cfg, args=args)

@@ -1,9 +1,10 @@
-"""llast_fairseq.api and scripts/export.py against a checkpoint trained by the real fairseq-train.
+"""llast_fairseq.api and llast-export against a checkpoint trained by the real fairseq-train.
 
 Tiny random-init models, six French sentences spoken by espeak-ng, a few updates with L-LoRA and
-S-LoRA at a high learning rate (so the LoRA weights are far from zero and merging matters). Then:
-the API's beam search equals fairseq-generate's output line for line, and the exported model (LoRA
-merged, no peft) gives the trained model's logits and beam-search output.
+S-LoRA at a high learning rate (so the LoRA weights are far from zero and merging matters) and
+frame stacking (not the default, so an export must keep it). Then: the API's beam search equals
+fairseq-generate's output line for line, and the exported model (LoRA merged, no peft, rebuilt
+through build_model from the saved configs) gives the trained model's logits and beam-search output.
 """
 import math
 import os
@@ -15,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-sys.path.insert(0, str(REPO / "scripts"))
 
 PAIRS = [
     ("Bonjour tout le monde.", "Hello everyone."),
@@ -72,18 +73,17 @@ def trained(tmp_path_factory):
     common = [work / "data", "--user-dir", REPO / "llast_fairseq", "--task", "llast_st",
               "--llm-path", "llm", "--cpu"]
     finish(run([BIN / "fairseq-train", *common, "--arch", "llast_tiny", "--whisper-path", "whisper.pt",
-                "--llm-lora-r", "4", "--whisper-lora-r", "4", "--whisper-lora-alpha", "8",
+                "--llm-lora-r", "4", "--whisper-lora-r", "4", "--whisper-lora-alpha", "8", "--frame-stack", "2",
                 "--criterion", "llast_cross_entropy", "--optimizer", "adam", "--lr", "1e-2",
                 "--batch-size", "4", "--max-update", "6", "--save-dir", "ckpt", "--seed", "1",
                 "--disable-validation", "--no-epoch-checkpoints"], cwd=work), "fairseq-train")
     ckpt = work / "ckpt" / "checkpoint_last.pt"
     generate = run([BIN / "fairseq-generate", *common, "--path", ckpt, "--gen-subset", "test",
                     "--beam", BEAM, "--max-len-b", MAX_LEN_B, "--batch-size", BATCH], cwd=work)
-    export = run([sys.executable, REPO / "scripts" / "export.py", "--checkpoint", ckpt,
-                  "--out", work / "exported", "--llm-path", work / "llm",
-                  "--whisper-path", work / "whisper.pt"], cwd=REPO)
+    export = run([BIN / "llast-export", "--checkpoint", ckpt, "--out", work / "exported",
+                  "--llm-path", work / "llm", "--whisper-path", work / "whisper.pt"], cwd=REPO)
     return dict(work=work, ckpt=ckpt, paths=paths, exported=work / "exported",
-                generate=finish(generate, "fairseq-generate"), export=finish(export, "export.py"))
+                generate=finish(generate, "fairseq-generate"), export=finish(export, "llast-export"))
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,11 @@ def test_api_errors(trained, translator, tmp_path, monkeypatch):
     with pytest.raises(KeyError, match="xx"):
         translator.translate(trained["paths"][:1], "xx", "en")
     assert translator.translate([], "fr", "en") == []
+    with pytest.raises(FileNotFoundError, match="is not an exported LLaST model: no model.pt there$"):
+        LlastTranslator.from_exported(str(tmp_path))
+    (tmp_path / "llast.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="older export: export the training checkpoint again"):
+        LlastTranslator.from_exported(str(tmp_path))
 
 
 def test_export_equals_trained_model(trained, translator, api_results):
@@ -146,9 +151,21 @@ def test_export_equals_trained_model(trained, translator, api_results):
     from llast_fairseq.models.whisper_weights import load_whisper_encoder
 
     out = trained["exported"]
-    assert {p.name for p in out.iterdir()} >= {"llm", "whisper.pt", "adaptor.pt", "llast.json"}
+    assert f"exported {trained['ckpt']} to {out}" in trained["export"]
+    assert {p.name for p in out.iterdir()} == {"llm", "whisper.pt", "model.pt"}
     exported = LlastTranslator.from_exported(str(out), beam=BEAM, max_len_b=MAX_LEN_B)
     assert not any(isinstance(m, LoraLayer) or "lora" in n for n, m in exported.model.named_modules())
+    assert not any(p.requires_grad for p in exported.model.parameters())
+
+    # every setting of the model and the task is the trained one; only what merging changes differs
+    configs = [OmegaConf.to_container(cfg, resolve=True, enum_to_str=True) for cfg in
+               (translator.model.cfg, translator.task.cfg, exported.model.cfg, exported.task.cfg)]
+    trained_model, trained_task, exported_model, exported_task = configs
+    assert {k for k in trained_model if trained_model[k] != exported_model[k]} == {
+        "whisper_path", "llm_training", "llm_lora_r", "whisper_lora_r"}
+    assert exported_model["frame_stack"] == 2 and exported_model["adaptor"] == "mlp"
+    assert (exported_model["llm_lora_r"], exported_model["whisper_lora_r"]) == (0, 0)
+    assert {k for k in trained_task if trained_task[k] != exported_task[k]} == {"llm_path"}
 
     # standalone formats, and the LoRA really merged into them
     llm = AutoModelForCausalLM.from_pretrained(out / "llm", local_files_only=True)
@@ -174,8 +191,56 @@ def test_export_equals_trained_model(trained, translator, api_results):
     assert [r["text"] for r in ours] == [r["text"] for r in theirs]
 
 
-def test_export_refuses_existing_dir(trained):
-    from export import export
+def test_export_keeps_settings_reads_whisper_once_and_refuses_an_existing_dir(trained, tmp_path, monkeypatch):
+    """Settings the trained checkpoint does not exercise (autocast, padding to 30 s, another
+    template) survive an export too; the model knows Whisper's dims, so export reads Whisper once
+    (to build the model) and reloads nothing for them."""
+    from llast_fairseq.export import export, load_exported
+    from llast_fairseq.models import whisper_weights
 
     with pytest.raises(FileExistsError, match="--force"):
         export(str(trained["ckpt"]), str(trained["exported"]))
+    state = torch.load(trained["ckpt"], map_location="cpu")
+    settings = {"autocast_bf16": True, "trim_audio_padding": False, "prompt_template": "<audio>{src} to {tgt}:"}
+    state["cfg"]["model"].update(settings)
+    state["cfg"]["task"]["prompt_template"] = settings["prompt_template"]
+    torch.save(state, tmp_path / "variant.pt")
+    reads, read = [], whisper_weights._read_whisper_checkpoint
+    monkeypatch.setattr(whisper_weights, "_read_whisper_checkpoint", lambda path: reads.append(path) or read(path))
+    w = trained["work"]
+    export(str(tmp_path / "variant.pt"), str(tmp_path / "variant"), w / "llm", w / "whisper.pt")
+    assert reads == [str(w / "whisper.pt")]
+    model, task = load_exported(str(tmp_path / "variant"))
+    assert {k: model.cfg[k] for k in settings} == settings
+    assert task.cfg.prompt_template == settings["prompt_template"]
+    assert model.encoder.autocast_bf16 and model.decoder.autocast_bf16 and not model.encoder.trim_padding
+
+
+def test_translate_command(trained, api_results):
+    """llast-translate on a checkpoint and on its export: one line per file in the order given
+    (not the length order batches take), a flushed progress line per batch on stderr."""
+    w, files = trained["work"], trained["paths"][::-1]
+    common = ["--src-lang", "fr", "--tgt-lang", "en", "--beam", BEAM, "--max-len-b", MAX_LEN_B,
+              "--batch-size", BATCH]
+    runs = [subprocess.Popen([str(a) for a in (BIN / "llast-translate", *files, "--checkpoint", ckpt, *extra, *common)],
+                             cwd=w, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+            for ckpt, extra in [(trained["ckpt"], ["--llm-path", w / "llm", "--whisper-path", w / "whisper.pt"]),
+                                (trained["exported"], [])]]
+    expected = [r["text"] for r in api_results][::-1]
+    batches = -(-len(files) // BATCH)
+    for proc in runs:
+        out, err = proc.communicate()
+        assert proc.returncode == 0, err[-3000:]
+        assert out.splitlines() == expected
+        progress = [line for line in err.splitlines() if line.startswith("llast-translate: ")]
+        assert len(progress) == batches and progress[-1].startswith(f"llast-translate: {len(files)}/{len(files)} files")
+
+    def fails(*argv):
+        proc = subprocess.run([str(a) for a in (BIN / "llast-translate", *argv)], cwd=w, capture_output=True, text=True)
+        assert proc.returncode != 0
+        return proc.stderr
+
+    assert "--tgt-lang is required to translate" in fails(files[0], "--checkpoint", trained["exported"], "--src-lang", "fr")
+    assert "llast-translate: error: 1 audio file(s) not found: 'nope.wav'" in fails(
+        "nope.wav", "--checkpoint", trained["exported"], "--src-lang", "fr", "--tgt-lang", "en")

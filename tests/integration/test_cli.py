@@ -2,6 +2,7 @@
 fairseq's logging integrations, and llast-evaluate on what fairseq-generate wrote."""
 import fcntl
 import json
+import math
 import os
 import re
 import struct
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO, PAIRS
+from fairseq.sequence_generator import SequenceGenerator
 
 BIN = Path(REPO / ".venv" / "bin")
 
@@ -73,11 +75,57 @@ def test_generate_beam5_from_checkpoint_in_a_fresh_process(trained, tiny_corpus,
     lines = (tmp_path / f"generate-{subset}.txt").read_text().splitlines()
     rows = [p for p in PAIRS if subset == "test" or p[2] == "fr"]
     refs = {int(l.split("\t")[0][2:]): l.split("\t")[1] for l in lines if l.startswith("T-")}
-    hyps = {int(l.split("\t")[0][2:]): l.split("\t")[2] for l in lines if l.startswith("D-")}
+    hyps = {int(l.split("\t")[0][2:]): l.split("\t")[1:] for l in lines if l.startswith("D-")}
     assert sorted(hyps) == list(range(len(rows)))  # every row got a hypothesis
     assert [refs[i] for i in range(len(rows))] == [tgt for _, tgt, _, _ in rows]  # detokenized
     assert re.search(r"Generate \S+ with beam=5: BLEU = [\d.]+", lines[-1]), lines[-1]
     assert "Translated" in out
+
+    # the D- lines are what SequenceGenerator gives in this process on the same checkpoint, each
+    # sentence decoded alone: text and score (generate prints base 2)
+    from llast_fairseq.checkpoint import load_checkpoint
+
+    model, task, _ = load_checkpoint(str(save / "checkpoint_last.pt"))
+    task.load_dataset(subset)
+    dataset, d = task.dataset(subset), task.target_dictionary
+    generator = SequenceGenerator([model.eval()], d, beam_size=5, max_len_b=30)
+    detok = task.build_bpe(None)
+    for i in range(len(dataset)):
+        with torch.no_grad():
+            best = generator.generate([model], dataset.collater([dataset[i]]))[0][0]
+        score, text = hyps[i]
+        assert detok.decode(d.string(best["tokens"], extra_symbols_to_ignore={d.eos()})) == text, i
+        assert float(best["score"]) / math.log(2) == pytest.approx(float(score), abs=1e-4), i
+
+
+def test_generate_refuses_another_prompt_contract_and_older_checkpoints_load(trained, tiny_corpus, tiny_models,
+                                                                              tmp_path):
+    """fairseq-generate with another --prompt-template than the model was trained with stops with
+    an error naming both. A checkpoint saved before the model config held the contract loads, and
+    is held to the template of the task it was trained with."""
+    from conftest import fairseq_cfg
+    from fairseq import checkpoint_utils, tasks
+
+    from llast_fairseq.checkpoint import load_checkpoint
+
+    save, _ = trained
+    other = "<audio>{src} to {tgt}:"
+    proc = subprocess.run([str(a) for a in (
+        BIN / "fairseq-generate", tiny_corpus, "--user-dir", REPO / "llast_fairseq", "--task", "llast_st",
+        "--llm-path", tiny_models / "llm", "--path", save / "checkpoint_last.pt", "--gen-subset", "test_fr_en",
+        "--prompt-template", other, "--cpu")], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert (f"the model was trained with --prompt-template 'llama2' but is asked to decode with "
+            f"--prompt-template '{other}'") in proc.stderr, proc.stderr[-3000:]
+
+    state = torch.load(save / "checkpoint_last.pt", map_location="cpu")
+    del state["cfg"]["model"]["prompt_template"], state["cfg"]["model"]["pad_token"]
+    torch.save(state, tmp_path / "older.pt")
+    model, task, _ = load_checkpoint(str(tmp_path / "older.pt"))
+    assert (model.cfg.prompt_template, model.cfg.pad_token) == ("llama2", None)
+    other_task = tasks.setup_task(fairseq_cfg(tiny_corpus, tiny_models, "--prompt-template", other).task)
+    with pytest.raises(ValueError, match="trained with --prompt-template 'llama2'"):
+        checkpoint_utils.load_model_ensemble([str(tmp_path / "older.pt")], task=other_task)
 
 
 def tensorboard_scalars(logdir: Path):

@@ -1,5 +1,6 @@
 """The llast model against the Hugging Face LLM it wraps: shapes, masks, loss alignment, cache."""
 import logging
+import re
 
 import pytest
 import torch
@@ -138,14 +139,17 @@ def test_prefix_is_right_aligned_with_real_positions(built):
 
 
 def test_loss_covers_only_target_tokens(built):
+    cfg, task, model = built
+    assert_loss_is_hf_labels_loss(model, task, task.build_criterion(cfg.criterion))
+
+
+def assert_loss_is_hf_labels_loss(model, task, criterion):
     """fairseq's loss equals HF's loss with labels -100 on every prompt and audio position."""
-    _, task, model = built
     batch = first_batch(task, "test", batch_size=1)
     net = batch["net_input"]
     logits, _ = model(**net)
     target = batch["target"]
     assert logits.shape[:2] == target.shape
-    criterion = task.build_criterion(built[0].criterion)
     loss, _, log = criterion(model, batch, reduce=True)
 
     enc = model.encoder(**{k: v for k, v in net.items() if k != "prev_output_tokens"})
@@ -155,7 +159,7 @@ def test_loss_covers_only_target_tokens(built):
     inputs = torch.cat([embeds[0], model.decoder.embed(tokens)], dim=0)[None]
     labels = torch.cat([torch.full((embeds.size(1),), -100), tokens])[None]
     hf = model.decoder.llm(inputs_embeds=inputs, labels=labels)
-    assert torch.allclose(loss / log["ntokens"], hf.loss, atol=1e-5)
+    assert torch.allclose(loss / log["ntokens"], hf.loss, atol=1e-5), (loss / log["ntokens"], hf.loss)
     assert log["ntokens"] == tokens.numel()
 
 
@@ -173,9 +177,14 @@ def test_checkpoint_keys_must_match(built):
     _, _, model = built
     state = model.state_dict()
     model.load_state_dict(state)
-    state.pop(next(iter(state)))
-    with pytest.raises(RuntimeError, match="missing"):
-        model.load_state_dict(state)
+    first = next(iter(state))
+    missing = {k: v for k, v in state.items() if k != first}
+    with pytest.raises(RuntimeError, match=rf"missing \['{re.escape(first)}'\], unexpected \[\]"):
+        model.load_state_dict(missing)
+    # a key the model has no parameter for (another adaptor, LoRA on other modules) is an error too
+    extra = {**state, "encoder.adaptor.conv.weight": torch.zeros(1)}
+    with pytest.raises(RuntimeError, match=r"missing \[\], unexpected \['encoder.adaptor.conv.weight'\]"):
+        model.load_state_dict(extra)
 
 
 def _encoder_out(model, net):
@@ -208,27 +217,88 @@ def test_incremental_decoding_matches_full_forward_with_beam_reorder(built):
     assert torch.allclose(incremental[real], full[real], atol=1e-4), (incremental - full)[real].abs().max()
 
 
+def hf_generate(model, task, batch, **kwargs):
+    """HF ``generate`` on the prefix embeddings the decoder builds for ``batch``, with
+    SequenceGenerator's rules: pad never generated, EOS not first. Returns the output of
+    ``generate(..., return_dict_in_generate=True, output_scores=True)``."""
+    d = task.target_dictionary
+    with torch.no_grad():
+        embeds, valid, _ = model.decoder.prefix(_encoder_out(model, batch["net_input"]))
+        return model.decoder.llm.generate(
+            inputs_embeds=embeds, attention_mask=valid.long(), do_sample=False, eos_token_id=d.eos(),
+            pad_token_id=d.pad(), suppress_tokens=[d.pad()], min_new_tokens=1,
+            return_dict_in_generate=True, output_scores=True, **kwargs)
+
+
+def until_eos(tokens, eos):
+    tokens = tokens.tolist()
+    return tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
+
+
+def assert_beam1_is_hf_greedy(model, task, batch, steps):
+    """SequenceGenerator's beam 1 gives HF greedy decoding's tokens, token for token."""
+    eos = task.target_dictionary.eos()
+    with torch.no_grad():
+        hypos = SequenceGenerator([model], task.target_dictionary, beam_size=1, max_len_b=steps).generate([model], batch)
+    hf = hf_generate(model, task, batch, max_new_tokens=steps, num_beams=1).sequences
+    for row, hypo in enumerate(hypos):
+        ours, theirs = hypo[0]["tokens"].tolist(), until_eos(hf[row], eos)
+        if theirs[-1] == eos:
+            assert ours == theirs, row
+        else:  # HF stops at max_new_tokens; fairseq then appends EOS
+            assert ours == theirs + [eos], row
+
+
 def test_beam1_matches_hf_greedy(built):
+    _, task, model = built
+    assert_beam1_is_hf_greedy(model, task, first_batch(task, "test"), steps=12)
+
+
+def test_beam5_matches_hf_beam_search(built):
+    """SequenceGenerator's beam 5 against HF generate(num_beams=5, early_stopping=True) on the same
+    prefix embeddings: the same best hypothesis and length-normalized score for every row. A bias
+    on EOS's logit (the same model for both) makes hypotheses end at different steps, so finished
+    beams, early stopping and length normalization are all exercised."""
+    _, task, model = built
+    batch = first_batch(task, "test")
+    eos, steps = task.target_dictionary.eos(), 20
+    bias = torch.zeros(len(task.target_dictionary))
+    bias[eos] = 4.0  # hypotheses then end after 3 to 7 tokens
+    hook = model.decoder.llm.get_output_embeddings().register_forward_hook(lambda m, i, logits: logits + bias)
+    try:
+        with torch.no_grad():
+            hypos = SequenceGenerator([model], task.target_dictionary, beam_size=5, max_len_b=steps).generate(
+                [model], batch)
+        hf = hf_generate(model, task, batch, max_new_tokens=steps, num_beams=5, early_stopping=True,
+                         length_penalty=1.0)
+    finally:
+        hook.remove()
+    lengths = []
+    for row, nbest in enumerate(hypos):
+        theirs = until_eos(hf.sequences[row], eos)
+        assert theirs[-1] == eos and len(theirs) < steps, row  # ended by EOS, not by the length limit
+        assert nbest[0]["tokens"].tolist() == theirs, row
+        assert float(nbest[0]["score"]) == pytest.approx(float(hf.sequences_scores[row]), abs=1e-4), row
+        lengths.append(len(theirs))
+    assert len(set(lengths)) > 1, lengths  # hypotheses of different lengths
+
+
+def test_a_sentence_decodes_alone_as_in_a_padded_batch(built):
+    """Beam search over a batch of prefixes of different lengths (left padding, per-row
+    positions) gives each sentence the hypotheses and scores it gets alone."""
     _, task, model = built
     batch = first_batch(task, "test")
     net = batch["net_input"]
-    steps = 12
-    generator = SequenceGenerator([model], task.target_dictionary, beam_size=1, max_len_b=steps)
+    assert len(set(net["src_lengths"].tolist())) > 1
+    dataset = task.dataset("test")
+    generator = SequenceGenerator([model], task.target_dictionary, beam_size=5, max_len_b=10)
     with torch.no_grad():
-        hypos = generator.generate([model], batch)
-        embeds, valid, _ = model.decoder.prefix(_encoder_out(model, net))
-        hf = model.decoder.llm.generate(
-            inputs_embeds=embeds, attention_mask=valid.long(), max_new_tokens=steps,
-            do_sample=False, num_beams=1, eos_token_id=task.target_dictionary.eos(),
-            pad_token_id=task.target_dictionary.pad(),
-        )
-    eos = task.target_dictionary.eos()
-    for row, hypo in enumerate(hypos):
-        ours = hypo[0]["tokens"].tolist()
-        theirs = hf[row].tolist()
-        theirs = theirs[: theirs.index(eos) + 1] if eos in theirs else theirs
-        assert ours[: len(theirs)] == theirs
-        assert len(ours) in (len(theirs), steps + 1)  # fairseq appends EOS at max length
+        together = generator.generate([model], batch)
+        for row, i in enumerate(batch["id"].tolist()):
+            alone = generator.generate([model], dataset.collater([dataset[i]]))[0]
+            assert [h["tokens"].tolist() for h in alone] == [h["tokens"].tolist() for h in together[row]], i
+            assert [float(h["score"]) for h in alone] == pytest.approx(
+                [float(h["score"]) for h in together[row]], abs=1e-4), i
 
 
 @pytest.mark.parametrize("beam", [1, 5])
@@ -271,11 +341,19 @@ def test_slora_frame_stacking_and_full_llm_training(tiny_corpus, tiny_models, bu
     assert {n for n, _ in model.decoder.llm.named_parameters(prefix="decoder.llm")} <= trained
     batch = first_batch(task, "test")
     net = batch["net_input"]
-    out = _encoder_out(model, net)
+    with torch.no_grad():
+        out = _encoder_out(model, net)
+        whisper_states = model.encoder.whisper_states(net["src_tokens"], net["src_lengths"])
     positions = -(-int(net["src_lengths"].max()) // 320)
     assert out["audio_out"][0].shape[1] == -(-positions // 3)
     assert (~out["audio_padding_mask"][0]).sum(1).tolist() == [
         -(-(-(-int(n) // 320)) // 3) for n in net["src_lengths"]]
+    # each row is its own Whisper states through the adaptor alone (test_adaptor.py checks the
+    # stacking itself against stacking by hand)
+    for row, states in enumerate(whisper_states):
+        with torch.no_grad():
+            alone, n = model.encoder.adaptor(states[None], torch.tensor([len(states)]))
+        torch.testing.assert_close(out["audio_out"][0][row, : int(n)], alone[0], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="--llm-lora-r"):
         build_task_and_model(tiny_corpus, tiny_models, "--llm-lora-r", "0")
     with pytest.raises(ValueError, match="whisper-lora-targets"):
@@ -284,23 +362,32 @@ def test_slora_frame_stacking_and_full_llm_training(tiny_corpus, tiny_models, bu
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_corpus, tiny_models):
+    """With LoRA B non-zero, so that gradients reach LoRA A through the recomputed activations."""
     grads = []
     for extra in ([], ["--gradient-checkpointing"]):
         torch.manual_seed(0)
         cfg, task, model = build_task_and_model(tiny_corpus, tiny_models, *extra)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.05)
         model.train()
         assert model.decoder.llm.is_gradient_checkpointing == bool(extra)
         loss, _, _ = task.build_criterion(cfg.criterion)(model, first_batch(task, "test"))
         loss.backward()
-        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
     (loss_a, grad_a), (loss_b, grad_b) = grads
     assert torch.allclose(loss_a, loss_b, atol=1e-5)
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grad_a, grad_b))
+    assert grad_a.keys() == grad_b.keys()
+    lora_a = [n for n in grad_a if "lora_A" in n]
+    assert lora_a and all(grad_a[n].abs().max() > 1e-6 for n in lora_a)
+    for name in grad_a:
+        torch.testing.assert_close(grad_b[name], grad_a[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_qwen2_style_llm_with_chat_template_and_no_unk(tiny_corpus, tiny_models, tmp_path):
     """A byte-level BPE LLM without unk, EOS <|im_end|>, pad <|endoftext|>, a wider LM head, and
-    the tokenizer's own chat template: trains a step and beam-searches through fairseq."""
+    the tokenizer's own chat template: its loss is HF's labels loss, beam 1 is HF greedy decoding
+    token for token, and it trains a step."""
     from conftest import PAIRS
     from llast_fairseq.tiny_models import make_tiny_qwen2
 
@@ -315,12 +402,16 @@ def test_qwen2_style_llm_with_chat_template_and_no_unk(tiny_corpus, tiny_models,
     assert tok.decode(before + after) == (
         "<|im_start|>user\n\nPlease translate the French sentence into English.<|im_end|>\n"
         "<|im_start|>assistant\n")
-    batch = first_batch(task, "test")
-    loss, _, _ = task.build_criterion(cfg.criterion)(model, batch)
-    loss.backward()
+    for name, p in model.named_parameters():  # LoRA B starts at zero: make the adapters count
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
     model.eval()
-    hypos = SequenceGenerator([model], d, beam_size=2, max_len_b=5).generate([model], batch)
-    assert len(hypos) == 4 and all(h[0]["tokens"].numel() >= 1 for h in hypos)
+    assert_loss_is_hf_labels_loss(model, task, task.build_criterion(cfg.criterion))
+    assert_beam1_is_hf_greedy(model, task, first_batch(task, "test"), steps=8)
+    model.train()
+    loss, _, _ = task.build_criterion(cfg.criterion)(model, first_batch(task, "test"))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters() if p.requires_grad)
     # Llama-3 style: neither a pad (other than EOS) nor an unk token -> --pad-token is required
     from llast_fairseq.data.llm_dictionary import build_llm_dictionary
 
@@ -400,8 +491,78 @@ def test_bf16_autocast_runs_matmuls_in_bf16_and_keeps_fp32_weights_and_grads(tin
     (fp32, logits32, loss32, grad32), (bf16, logits16, loss16, grad16) = runs
     assert logits32.dtype == torch.float32 and logits16.dtype == torch.bfloat16
     assert all(p.dtype == torch.float32 for p in bf16.parameters())
-    assert (logits16.float() - logits32).abs().max() < 0.1 * logits32.abs().max()
+    # bf16 moves the logits far less than leaving the audio out does (the control that says what
+    # "close" means): the bf16 model still reads the audio, and reads it as float32 does
+    net = batch["net_input"]
+    with torch.no_grad():
+        enc = _encoder_out(fp32, net)
+        no_audio = {**enc, "audio_out": [enc["audio_out"][0][:, :0]],
+                    "audio_padding_mask": [enc["audio_padding_mask"][0][:, :0]]}
+        logits_no_audio = fp32.decoder(net["prev_output_tokens"], no_audio)[0]
+    bf16_gap = (logits16.float() - logits32).abs().mean()
+    audio_gap = (logits_no_audio - logits32).abs().mean()
+    assert bf16_gap < 0.05 * audio_gap, (bf16_gap, audio_gap)  # here about 0.013x
     assert abs(float(loss16 - loss32)) < 0.02 * float(loss32)
     assert grad16.dtype == torch.float32 and torch.cosine_similarity(grad16, grad32, dim=0) > 0.99
     cached = list(bf16.encoder.state_cache.values())
     assert cached and all(s.dtype == torch.bfloat16 for s in cached)
+
+
+def test_a_new_adaptor_is_one_class_and_one_choice(tiny_corpus, tiny_models):
+    """An adaptor registered outside the package is built by --adaptor NAME, its lengths make the
+    encoder's padding mask, and it trains and is saved: no edit to the encoder or the model."""
+    from llast_fairseq.models.adaptor import ADAPTORS, Adaptor, register_adaptor
+
+    @register_adaptor("test-mean2")
+    class MeanOfPairs(Adaptor):
+        def __init__(self, input_dim, output_dim):
+            super().__init__(output_dim)
+            self.proj = torch.nn.Linear(input_dim, output_dim)
+
+        @classmethod
+        def build(cls, cfg, input_dim, output_dim):
+            return cls(input_dim, output_dim)
+
+        def forward(self, states, lengths):
+            states = torch.nn.functional.pad(states, (0, 0, 0, states.size(1) % 2))
+            pairs = states.reshape(states.size(0), -1, 2, states.size(2)).mean(2)
+            return self.proj(pairs), torch.div(lengths + 1, 2, rounding_mode="floor")
+
+    try:
+        cfg, task, model = build_task_and_model(tiny_corpus, tiny_models, "--adaptor", "test-mean2")
+        assert isinstance(model.encoder.adaptor, MeanOfPairs)
+        batch = first_batch(task, "test")
+        out = _encoder_out(model, batch["net_input"])
+        assert (~out["audio_padding_mask"][0]).sum(1).tolist() == [
+            -(-(-(-int(n) // 320)) // 2) for n in batch["net_input"]["src_lengths"]]
+        loss, _, _ = task.build_criterion(cfg.criterion)(model, batch)
+        loss.backward()
+        assert model.encoder.adaptor.proj.weight.grad.abs().sum() > 0
+        assert {"encoder.adaptor.proj.weight", "encoder.adaptor.proj.bias"} <= set(model.state_dict())
+    finally:
+        del ADAPTORS["test-mean2"]
+
+
+def test_the_prompt_contract_is_saved_with_the_model_and_checked(tiny_corpus, tiny_models, built):
+    """The model's config holds the template and pad token it was trained with; a task that
+    prompts otherwise cannot build it or decode with it."""
+    from conftest import fairseq_cfg
+    from fairseq import tasks
+
+    from llast_fairseq.api import LlastTranslator
+
+    cfg, task, model = built
+    assert (model.cfg.prompt_template, model.cfg.pad_token) == ("llama2", None)
+    assert (cfg.model.prompt_template, cfg.model.pad_token) == ("llama2", None)  # as fairseq-train saves it
+    # the template's name or its text: the same prompts
+    same = tasks.setup_task(fairseq_cfg(tiny_corpus, tiny_models, "--prompt-template",
+                                        "[INST] <audio>\n{instruction} [/INST]").task)
+    LlastTranslator(model, same, beam=1)
+    for flag, value in [("--prompt-template", "<audio>{src} to {tgt}:"), ("--pad-token", "<unk>")]:
+        other = tasks.setup_task(fairseq_cfg(tiny_corpus, tiny_models, flag, value).task)
+        trained = "'llama2'" if flag == "--prompt-template" else "None"
+        message = rf"trained with {flag} {trained} but is asked to decode with {flag} '{re.escape(value)}'"
+        with pytest.raises(ValueError, match=message):
+            other.build_model(cfg.model)
+        with pytest.raises(ValueError, match=message):
+            LlastTranslator(model, other, beam=1)

@@ -88,7 +88,7 @@ def test_yaml_is_the_paper_recipe(recipe):
     assert (m.llm_training, m.llm_lora_r, m.llm_lora_alpha, m.llm_lora_dropout) == ("lora", 512, 256, 0.05)
     assert m.llm_lora_targets == "all-linear"
     assert (m.whisper_lora_r, m.whisper_lora_alpha) == (128, 64)
-    assert m.frame_stack == 1 and m.trim_audio_padding is False
+    assert m.adaptor == "mlp" and m.frame_stack == 1 and m.trim_audio_padding is False
     assert t.asr_augment is True and t.eval_bleu is True
     assert recipe.checkpoint.best_checkpoint_metric == "bleu"
     assert recipe.checkpoint.maximize_best_checkpoint_metric is True
