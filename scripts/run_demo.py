@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
 BIN = Path(sys.executable).parent
 DIRECTIONS = ["fr_en", "de_en", "es_en", "en_fr"]
 # The task named by its languages: 4 prompt tokens where LLaST's Llama-2 prompt takes 20, which

@@ -7,7 +7,6 @@ saved exactly as a user's real checkpoints would be (openai-whisper .pt, HF dire
 import io
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ import soundfile as sf
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
 
 from llast_fairseq.tiny_models import make_tiny_llm, make_tiny_whisper  # noqa: E402
 
