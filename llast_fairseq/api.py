@@ -18,6 +18,7 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 from fairseq import utils
 from fairseq.data.audio.audio_utils import parse_path
@@ -44,6 +45,7 @@ class TextPromptDataset(LlastDataset):
         super().__init__("api-text", [], [len(p) for p in prompts], [(i, "st") for i in range(n)],
                          [(list(p), []) for p in prompts], [[dictionary.eos()]] * n, dictionary,
                          shuffle=False)
+        self.audio_positions = np.zeros_like  # no audio: the prompt is all the LLM sees
 
     def __getitem__(self, index: int):
         before, after = self.prompts[index]
@@ -118,9 +120,11 @@ class LlastTranslator:
         prompt = self.task.prompts.ids(task, src_lang, tgt_lang)
         n_samples = [waveform_length(p) for p in paths]  # batching by length, as fairseq does
         eos = self.task.target_dictionary.eos()
-        return LlastDataset("api", paths, n_samples, [(i, task) for i in range(len(paths))],
-                            [prompt] * len(paths), [[eos]] * len(paths),
-                            self.task.target_dictionary, shuffle=False)
+        dataset = LlastDataset("api", paths, n_samples, [(i, task) for i in range(len(paths))],
+                               [prompt] * len(paths), [[eos]] * len(paths),
+                               self.task.target_dictionary, shuffle=False)
+        dataset.audio_positions = self.model.encoder.audio_positions
+        return dataset
 
     def generate(self, audio_paths: Sequence[str], src_lang: str, tgt_lang: str,
                  batch_size: int = 8, task: str = "st", progress: Optional[Progress] = None) -> List[Dict]:

@@ -31,6 +31,11 @@ class LlastDataset(FairseqDataset):
         self.shuffle = shuffle
         self.target_langs = target_langs
         self.cached_audio = frozenset()  # audio paths whose Whisper states the model holds
+        self.text_lengths = np.array([len(before) + len(after) + len(self.targets[i])
+                                      for i, (before, after) in enumerate(prompts)], dtype=np.int64)
+        # audio samples -> the LLM positions they take (the model's Whisper and adaptor decide):
+        # set by the task when it builds the model, see num_tokens_vec
+        self.audio_positions = None
 
 
     def __len__(self):
@@ -46,7 +51,16 @@ class LlastDataset(FairseqDataset):
                 "before": torch.tensor(before), "after": torch.tensor(after), "target": self.targets[index]}
 
     def num_tokens(self, index: int) -> int:
-        return int(self.sizes[index])
+        return int(self.num_tokens_vec(np.array([index]))[0])
+
+    def num_tokens_vec(self, indices):
+        """Positions the LLM sees per example: its audio after the adaptor, the prompt and the
+        target. fairseq's --max-tokens bounds their sum over a batch (padding included), which is
+        what bounds the LLM's activation memory."""
+        if self.audio_positions is None:
+            raise RuntimeError(f"dataset {self.name!r}: batching by LLM positions needs the model's "
+                               "audio-to-positions rule: build the model (task.build_model) first")
+        return self.audio_positions(self.sizes[indices]) + self.text_lengths[indices]
 
     def size(self, index: int) -> int:
         return int(self.sizes[index])

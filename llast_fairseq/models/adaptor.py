@@ -9,6 +9,7 @@ change for it.
 """
 from typing import Dict, Tuple, Type
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -47,6 +48,11 @@ class Adaptor(nn.Module):
         """``states [B, T, input_dim]``, ``lengths [B]`` -> ``[B, T', output_dim]``, ``[B]``."""
         raise NotImplementedError
 
+    def output_lengths(self, lengths: np.ndarray) -> np.ndarray:
+        """The lengths :meth:`forward` returns for these input lengths, without running it (for
+        batching by LLM positions)."""
+        raise NotImplementedError
+
 
 @register_adaptor("mlp")
 class MLPAdaptor(Adaptor):
@@ -75,6 +81,9 @@ class MLPAdaptor(Adaptor):
     def forward(self, states: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
         states, lengths = stack_frames(states, lengths, self.frame_stack)
         return self.layers(states), lengths
+
+    def output_lengths(self, lengths: np.ndarray) -> np.ndarray:
+        return -(-lengths // self.frame_stack)
 
 
 def stack_frames(states: Tensor, lengths: Tensor, k: int) -> Tuple[Tensor, Tensor]:

@@ -6,6 +6,7 @@ waveform [batch, samples] -> log-mel [batch, n_mels, frames] -> Whisper [batch, 
 import math
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -83,6 +84,11 @@ class LlastEncoder(FairseqEncoder):
         """Cache the states of a batch of utterances as :meth:`forward` computes them."""
         with bf16_autocast(waveforms.device.type, self.autocast_bf16):
             self.whisper_states(waveforms, lengths, keys)
+
+    def audio_positions(self, samples: np.ndarray) -> np.ndarray:
+        """LLM positions of utterances of ``samples`` samples: the Whisper positions that hold each
+        one (with 30 s padding too, the LLM sees only those), after the adaptor."""
+        return self.adaptor.output_lengths(-(-np.asarray(samples) // SAMPLES_PER_POSITION))
 
     def whisper_positions(self, samples: int) -> int:
         """Positions Whisper runs for an utterance of ``samples`` samples, its padding included."""

@@ -93,6 +93,9 @@ class LlastSTTask(FairseqTask):
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
+        self.audio_positions = model.encoder.audio_positions  # --max-tokens counts LLM positions
+        for dataset in self.datasets.values():
+            dataset.audio_positions = self.audio_positions
         if from_checkpoint:  # fairseq-generate, the API: each utterance is encoded once anyway
             model.encoder.state_cache = None
         if self.cfg.eval_bleu:
@@ -168,6 +171,7 @@ class LlastSTTask(FairseqTask):
         targets = [ids + [eos] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         self.datasets[split] = LlastDataset(split, audio_paths, n_frames, examples, prompts, targets,
                                             self.tgt_dict, shuffle=split.startswith("train"), target_langs=langs)
+        self.datasets[split].audio_positions = getattr(self, "audio_positions", None)  # once a model is built
 
 
 def fill_whisper_cache(encoder, datasets: Iterable[LlastDataset], positions_per_batch: int = 4096):

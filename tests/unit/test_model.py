@@ -566,3 +566,24 @@ def test_the_prompt_contract_is_saved_with_the_model_and_checked(tiny_corpus, ti
             other.build_model(cfg.model)
         with pytest.raises(ValueError, match=message):
             LlastTranslator(model, other, beam=1)
+
+
+@pytest.mark.parametrize("extra", [(), ("--frame-stack", "3"), ("--arch", "llast", "--whisper-lora-r", "0")])
+def test_max_tokens_counts_the_positions_the_llm_sees(tiny_corpus, tiny_models, extra):
+    """--max-tokens bounds LLM positions: each example's count is its audio after the adaptor plus
+    prompt plus target, as the LLM receives them; fairseq's batches then respect the bound."""
+    _, task, model = build_task_and_model(tiny_corpus, tiny_models, *extra)
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    batch = dataset.collater([dataset[i] for i in range(len(dataset))])
+    with torch.no_grad():
+        _, valid, _ = model.decoder.prefix(model.encoder(**batch["net_input"]))
+    seen = valid.sum(1) + batch["target"].ne(task.target_dictionary.pad()).sum(1)
+    # from the 16 kHz sample counts (this corpus's manifests count native 22.05 kHz samples)
+    samples = batch["net_input"]["src_lengths"].numpy()
+    assert (dataset.audio_positions(samples) + dataset.text_lengths[batch["id"].numpy()]).tolist() == seen.tolist()
+    max_tokens = 2 * int(seen.max())
+    batches = task.get_batch_iterator(dataset, max_tokens=max_tokens).next_epoch_itr(shuffle=False)
+    sizes = [[dataset.num_tokens(int(i)) for i in b["id"]] for b in batches]
+    assert sum(map(len, sizes)) == len(dataset) and len(sizes) > 1
+    assert all(len(s) * max(s) <= max_tokens for s in sizes)  # fairseq counts padding to the longest
