@@ -10,9 +10,11 @@ Inputs (official layouts):
 Rows are selected like the official ``get_covost_splits.py`` (facebookresearch/covost) and fairseq's
 ``examples/speech_to_text/prep_covost_data.py``: an inner join of validated.tsv (path, sentence,
 client_id) with the CoVoST TSV (path, translation, split) on ``path``; train is
-``split in {train, train_covost}``, dev is ``dev``, test is ``test``. Every CoVoST row not used
-(another split value, no validated.tsv entry, empty text, missing/undecodable/too long audio) is
-listed in ``rejected.tsv``.
+``split in {train, train_covost}``, dev is ``dev``, test is ``test``. Unlike those two, rows whose
+translation holds the translators' ``REMOVE`` marker (instead of a translation) are dropped, as
+CoVoST's authors drop them when they reuse the translations (common-voice/common-voice#3015).
+Every CoVoST row not used (another split value, no validated.tsv entry, empty text, the REMOVE
+marker, missing/undecodable/too long audio) is listed in ``rejected.tsv``.
 
 Outputs in ``--out-dir``: ``{train,dev,test}_<src>_<tgt>.tsv``, ``train_joint.tsv`` (+
 ``train_joint.sampling.tsv``), ``config.yaml``, ``rejected.tsv`` and ``audio/`` or ``audio.zip``.
@@ -24,10 +26,12 @@ Example::
 """
 import csv
 import os
+import re
 
 from .pipeline import PrepConfig, reject, run_pipeline
 
 TRAIN_SPLITS = {"train", "train_covost"}  # CoVoST 2: train also takes the "train_covost" rows
+REMOVE_MARKER = re.compile(r"\bREMOVE\b")  # a translator's "no translation possible"
 
 
 def read_official_tsv(path):
@@ -90,6 +94,8 @@ def direction_items(cv_root, covost_root, src, tgt, validated, rejected):
             reason, detail = "not in validated.tsv", row["path"]
         elif not row["translation"].strip():
             reason, detail = "empty translation", ""
+        elif REMOVE_MARKER.search(row["translation"]):
+            reason, detail = "REMOVE marker in translation", row["translation"]
         elif not validated[row["path"]][0].strip():
             reason, detail = "empty transcription", ""
         if reason is not None:

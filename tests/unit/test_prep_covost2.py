@@ -60,7 +60,8 @@ def corpus(tmp_path_factory):
     validated = {lang: [] for lang in ("fr", "de")}
     for name, (lang, text, speaker) in clips.items():
         validated[lang].append([speaker, name, text, "2", "0", "", "", ""])
-    for name, text in [("missing", "Absent."), ("bad", "Cassé."), ("empty", "Vide.")]:
+    for name, text in [("missing", "Absent."), ("bad", "Cassé."), ("empty", "Vide."), ("remove", "Euh."),
+                       ("remove2", "Hmm.")]:
         validated["fr"].append(
             ["speaker1", f"common_voice_fr_{name}.mp3", text, "2", "0", "", "", ""])
     for lang, rows in validated.items():
@@ -77,6 +78,8 @@ def corpus(tmp_path_factory):
         ["common_voice_fr_missing.mp3", "Absent.", "Missing.", "speaker1", "train"],
         ["common_voice_fr_bad.mp3", "Cassé.", "Broken.", "speaker1", "train"],
         ["common_voice_fr_empty.mp3", "Vide.", "", "speaker1", "train"],
+        ["common_voice_fr_remove.mp3", "Euh.", "REMOVE", "speaker1", "train"],
+        ["common_voice_fr_remove2.mp3", "Hmm.", "Hmm. REMOVE", "speaker1", "test"],
         ["common_voice_fr_2.mp3", fr_text[2], "Other split.", "speaker0", "dev_covost"],
         ["common_voice_fr_unknown.mp3", "Inconnu.", "Unknown.", "speaker1", "train"],
     ]
@@ -113,6 +116,8 @@ def test_zip_manifests_rejections_and_resume(corpus, tmp_path):
         "common_voice_fr_missing": "missing clip",
         "common_voice_fr_bad": "undecodable audio",
         "common_voice_fr_empty": "empty translation",
+        "common_voice_fr_remove": "REMOVE marker in translation",
+        "common_voice_fr_remove2": "REMOVE marker in translation",
         "common_voice_fr_2": "unused split",
         "common_voice_fr_unknown": "not in validated.tsv",
     }
