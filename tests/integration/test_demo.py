@@ -14,7 +14,8 @@ def test_demo_end_to_end_on_the_tiny_preset(tmp_path):
          "--work-dir", work], capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    assert '"dev_sentence_overlap": 0' in out or "held-out check (all must be 0)" in out
+    held_out = json.loads(out.split("held-out check (all must be 0): ", 1)[1].splitlines()[0])
+    assert held_out == {f"{split}_{what}_in_train": 0 for split in ("dev", "test") for what in ("sentences", "voices")}
     results = json.loads((work / "results.json").read_text())
     assert set(results["st"]) == {"fr-en", "de-en", "es-en", "en-fr"}
     assert set(results["asr_wer"]) == {"fr", "de", "es", "en"}
