@@ -196,8 +196,10 @@ def test_log_formats_print_the_train_loss(tiny_corpus, tiny_models, tmp_path, lo
         assert len(re.findall(r"epoch 001:\s+\d+ / 2 loss=\d+\.\d+", out)) == 2, out[-3000:]
     else:
         out = run_in_a_terminal(argv, cwd=tmp_path)
-        # tqdm's bar, redrawn in place, shows the last logged stats after the counter
-        assert re.search(r"epoch 001:\s+\d+%\|[^|]*\| \d/2 \[[^]]*loss=\d+\.\d+", out), out[-3000:]
+        # tqdm's bar, redrawn in place (its postfix of logged stats is drawn only when tqdm
+        # refreshes, which two fast updates may not give it time for; the summary below has them)
+        assert re.search(r"epoch 001:\s+\d+%\|[^|]*\| \d/2 \[", out), out[-3000:]
+        assert not re.search(r"epoch 001:\s+\d+ / 2 loss=", out)  # not simple's lines
     # the end-of-epoch summary of the train stats, in both formats
     assert re.search(r"\| train \| epoch 001 \| loss \d+\.\d+ \|", out), out[-3000:]
     assert "Please install tensorboardX" not in out
