@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fairseq.models import FairseqEncoder
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 from whisper.audio import HOP_LENGTH, N_SAMPLES, log_mel_spectrogram
 from whisper.model import AudioEncoder, ModelDimensions
 
@@ -37,10 +38,15 @@ class LlastEncoder(FairseqEncoder):
     ``autocast_bf16=True`` runs Whisper and the adaptor under ``torch.autocast`` in bfloat16 (their
     matrix products in bfloat16, the weights float32), as openai-whisper runs fp16 on GPUs; only
     where bfloat16 is faster than float32 (:mod:`.autocast`).
+
+    ``gradient_checkpointing=True`` keeps only each Whisper block's input when S-LoRA trains and
+    recomputes the block in the backward pass (at 1,500 positions a block of large-v3 saves about
+    170 MB per utterance for S-LoRA's gradients otherwise; see :mod:`llast_fairseq.memory`).
     """
 
     def __init__(self, whisper: AudioEncoder, dims: ModelDimensions, adaptor: Adaptor,
-                 trim_padding: bool = False, cache_states: bool = False, autocast_bf16: bool = False):
+                 trim_padding: bool = False, cache_states: bool = False, autocast_bf16: bool = False,
+                 gradient_checkpointing: bool = False):
         super().__init__(dictionary=None)
         self.whisper = whisper
         self.dims = dims
@@ -50,6 +56,7 @@ class LlastEncoder(FairseqEncoder):
             raise ValueError("--cache-whisper-states needs a frozen Whisper encoder: set --whisper-lora-r 0")
         self.state_cache = {} if cache_states else None
         self.autocast_bf16 = autocast_bf16
+        self.gradient_checkpointing = gradient_checkpointing
 
     def features(self, waveforms: Tensor, lengths: Tensor, total: int = N_SAMPLES) -> Tensor:
         """Whisper log-mel per utterance, audio zero-padded to ``total`` samples as Whisper pads:
@@ -116,8 +123,9 @@ class LlastEncoder(FairseqEncoder):
         x = F.gelu(w.conv1(mel.to(w.conv1.weight.dtype)))
         x = F.gelu(w.conv2(x)).permute(0, 2, 1)
         x = (x + w.positional_embedding[: x.size(1)]).to(x.dtype)
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in w.blocks:
-            x = block(x)
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         return w.ln_post(x)
 
     def forward(self, src_tokens: Tensor, src_lengths: Tensor, prompt_before: Tensor,

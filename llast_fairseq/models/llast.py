@@ -50,7 +50,8 @@ class LlastConfig(FairseqDataclass):
     whisper_lora_targets: str = field(
         default=WHISPER_LINEARS, metadata={"help": "Whisper encoder modules for S-LoRA, comma-separated"})
     gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "recompute the LLM's activations in the backward pass to save memory"})
+        default=False, metadata={"help": "recompute the LLM's (and S-LoRA Whisper's) activations in the backward "
+                                          "pass to save memory"})
     adaptor: str = field(
         default="mlp", metadata={"help": "adaptor from Whisper states to LLM embeddings: mlp (the paper's "
                                          "Linear-GELU-Linear-GELU-Linear) or another registered one"})
@@ -117,7 +118,7 @@ class LlastModel(FairseqEncoderDecoderModel):
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         adaptor = build_adaptor(cfg, dims.n_audio_state, llm.config.hidden_size)
         encoder = LlastEncoder(whisper, dims, adaptor, cfg.trim_audio_padding, cfg.cache_whisper_states,
-                               cfg.autocast_bf16)
+                               cfg.autocast_bf16, cfg.gradient_checkpointing)
         return cls(cfg, encoder, LlastDecoder(task.target_dictionary, llm, cfg.autocast_bf16))
 
     def max_positions(self):

@@ -362,11 +362,13 @@ def test_slora_frame_stacking_and_full_llm_training(tiny_corpus, tiny_models, bu
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_corpus, tiny_models):
-    """With LoRA B non-zero, so that gradients reach LoRA A through the recomputed activations."""
+    """With LoRA B non-zero, so that gradients reach LoRA A through the recomputed activations of
+    the LLM and of Whisper (S-LoRA on, with dropout: the recomputation replays its masks)."""
     grads = []
     for extra in ([], ["--gradient-checkpointing"]):
         torch.manual_seed(0)
-        cfg, task, model = build_task_and_model(tiny_corpus, tiny_models, *extra)
+        cfg, task, model = build_task_and_model(tiny_corpus, tiny_models, "--whisper-lora-r", "4",
+                                                "--whisper-lora-dropout", "0.1", *extra)
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 torch.nn.init.normal_(p, std=0.05)
@@ -379,6 +381,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_corpus, t
     assert torch.allclose(loss_a, loss_b, atol=1e-5)
     assert grad_a.keys() == grad_b.keys()
     lora_a = [n for n in grad_a if "lora_A" in n]
+    assert any("whisper" in n for n in lora_a) and any("llm" in n for n in lora_a)
     assert lora_a and all(grad_a[n].abs().max() > 1e-6 for n in lora_a)
     for name in grad_a:
         torch.testing.assert_close(grad_b[name], grad_a[name], atol=1e-5, rtol=1e-4, msg=name)
