@@ -27,6 +27,7 @@ setup(
         "llast-convert-ctranslate2-whisper = llast_fairseq.cli.convert_ctranslate2_whisper:main",
         "llast-make-tiny-models = llast_fairseq.cli.make_tiny_models:main",
         "llast-benchmark = llast_fairseq.cli.benchmark:main",
+        "llast-memory = llast_fairseq.cli.memory:main",
         "llast-evaluate = llast_fairseq.cli.evaluate:main",
         "llast-text-prompt-bleu = llast_fairseq.cli.text_prompt_bleu:main",
         "llast-prep-covost2 = llast_fairseq.cli.prep_covost2:main",
