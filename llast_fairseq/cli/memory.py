@@ -19,13 +19,17 @@ def main(argv=None):
     parser.add_argument("--target-tokens", type=int, default=64, help="target tokens with EOS, padded length in the batch")
     parser.add_argument("--llm-dtype", default="bfloat16", choices=list(DTYPE_BYTES), help="--llm-dtype of fairseq-train")
     parser.add_argument("--frame-stack", type=int, default=1, help="--frame-stack of fairseq-train")
+    parser.add_argument("--llm-lora-r", type=int, default=512, help="--llm-lora-r of fairseq-train (paper: 512)")
+    parser.add_argument("--whisper-lora-r", type=int, default=128,
+                        help="--whisper-lora-r of fairseq-train (paper: 128; 0: Whisper frozen)")
     parser.add_argument("--processes", type=int, default=8,
                         help="data-parallel processes (more than 1 adds DDP's gradient buckets)")
     parser.add_argument("--validate", action="store_true",
                         help="also measure real training steps of scaled-down models on the CPU (about 3 min)")
     parser.add_argument("--work-dir", help="where --validate writes its models and clips (default: a temporary directory)")
     args = parser.parse_args(argv)
-    recipe = Recipe(llm_dtype=args.llm_dtype, frame_stack=args.frame_stack)
+    recipe = Recipe(whisper_lora_r=args.whisper_lora_r, llm_lora_r=args.llm_lora_r, llm_dtype=args.llm_dtype,
+                    frame_stack=args.frame_stack)
     batch = Batch(args.batch_size, round(args.audio_seconds * 50), args.prompt_tokens, args.target_tokens)
     for name in args.presets:
         print(preset_table(name, recipe, batch, args.processes) + "\n", flush=True)
