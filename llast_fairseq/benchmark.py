@@ -201,7 +201,7 @@ def encoding(inputs, preset: str, repeats: int) -> Dict:
     return row
 
 
-def _memory_kb(field: str) -> int:
+def memory_kb(field: str) -> int:
     """``VmRSS`` (resident now) or ``VmHWM`` (peak since the last reset) of this process."""
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
@@ -219,7 +219,7 @@ def train_steps(data: str, models: str, flags: List[str], steps: int, threads: i
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     model.train()
-    before = _memory_kb("VmRSS")
+    before = memory_kb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM: the peak below is the steps', not the model loading's
     times = []
@@ -230,7 +230,7 @@ def train_steps(data: str, models: str, flags: List[str], steps: int, threads: i
         loss.backward()
         optimizer.step()
         times.append(time.perf_counter() - start)
-    peak = _memory_kb("VmHWM")
+    peak = memory_kb("VmHWM")
     state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
                 if torch.is_tensor(t))
     trainable = sum(p.numel() for p in params)

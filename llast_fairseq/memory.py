@@ -332,11 +332,6 @@ def preset_table(name: str, recipe: Recipe, batch: Batch, processes: int) -> str
 
 # --- checking the estimate against a measured training step on the CPU ---------------------------
 
-def _memory_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
 def measure_step(data: str, models: str, flags: List[str], batch_size: int) -> Dict:
     """Peak resident memory of one forward and backward pass of the real model on ``batch_size``
     30 s clips, above the memory before it (model built, Adam's state allocated, gradients freed
@@ -345,7 +340,7 @@ def measure_step(data: str, models: str, flags: List[str], batch_size: int) -> D
     set (:func:`measure` does)."""
     import torch
 
-    from .benchmark import build, clip_batch
+    from .benchmark import build, clip_batch, memory_kb
     from .models.audio_encoder import SAMPLES_PER_POSITION
 
     torch.set_num_threads(1)
@@ -363,14 +358,14 @@ def measure_step(data: str, models: str, flags: List[str], batch_size: int) -> D
         for p in params:
             p.grad = None
         if step == 1:
-            before = _memory_kb("VmRSS")
+            before = memory_kb("VmRSS")
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # resets VmHWM
         loss, _, _ = criterion(model, sample)
         loss.backward()
         if step == 0:
             optimizer.step()
-    peak = _memory_kb("VmHWM")
+    peak = memory_kb("VmHWM")
     net = sample["net_input"]
     audio = -(-int(net["src_lengths"].max()) // SAMPLES_PER_POSITION)
     c = model.cfg
