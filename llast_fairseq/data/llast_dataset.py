@@ -3,7 +3,7 @@
 Each example is one (row, task) pair: ``st`` targets ``tgt_text`` with the translation prompt,
 ``asr`` targets ``src_text`` with the transcription prompt. ASR augmentation lists both per row.
 """
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -16,17 +16,20 @@ class LlastDataset(FairseqDataset):
     def __init__(self, name: str, audio_paths: List[str], n_frames: List[int],
                  examples: List[Tuple[int, str]], prompts: List[Tuple[List[int], List[int]]],
                  targets: List[List[int]], dictionary, shuffle: bool,
-                 target_langs: Optional[List[str]] = None):
+                 target_langs: Optional[List[str]] = None, describe_row: Optional[Callable[[int], str]] = None):
         """``examples[i] = (row, task)``; ``prompts[i]`` and ``targets[i]`` belong to example i
-        (targets end with EOS); ``n_frames`` (audio samples per row) orders and batches them.
-        ``target_langs[i]``, the language of example i's target text, goes into batches as
-        ``target_lang`` for scoring (None where nothing is scored)."""
+        (targets end with EOS); ``n_frames`` (audio samples per row at 16 kHz) orders and batches
+        them, and a row's decoded audio must agree with it. ``target_langs[i]``, the language of
+        example i's target text, goes into batches as ``target_lang`` for scoring (None where
+        nothing is scored). ``describe_row(row)`` names a row in errors (its manifest line)."""
         self.name = name
         self.audio_paths = audio_paths
+        self.n_frames = np.asarray(n_frames, dtype=np.int64)
+        self.describe_row = describe_row or (lambda row: f"{name} row {row}")
         self.examples = examples
         self.prompts = prompts
         self.targets = [torch.tensor(t, dtype=torch.long) for t in targets]
-        self.sizes = np.array([n_frames[row] for row, _ in examples], dtype=np.int64)
+        self.sizes = self.n_frames[np.array([row for row, _ in examples], dtype=np.int64)]
         self.dictionary = dictionary
         self.shuffle = shuffle
         self.target_langs = target_langs
@@ -45,10 +48,18 @@ class LlastDataset(FairseqDataset):
         row, _ = self.examples[index]
         path = self.audio_paths[row]
         # the encoder reads cached states by path: decoding the audio again would be wasted
-        waveform = torch.zeros(0) if path in self.cached_audio else torch.from_numpy(load_waveform(path))
+        waveform = torch.zeros(0) if path in self.cached_audio else self.waveform(row)
         before, after = self.prompts[index]
         return {"id": index, "waveform": waveform, "audio_key": path,
                 "before": torch.tensor(before), "after": torch.tensor(after), "target": self.targets[index]}
+
+    def waveform(self, row: int) -> torch.Tensor:
+        """Row ``row``'s audio at 16 kHz ``[samples]``; ValueError naming the row where it cannot
+        be decoded or its length disagrees with the row's."""
+        try:
+            return torch.from_numpy(load_waveform(self.audio_paths[row], int(self.n_frames[row])))
+        except (ValueError, OSError) as e:
+            raise ValueError(f"{self.describe_row(row)}: {e}") from e
 
     def num_tokens(self, index: int) -> int:
         return int(self.num_tokens_vec(np.array([index]))[0])

@@ -19,16 +19,19 @@ from fairseq.data.audio.data_cfg import S2TDataConfig
 from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDatasetCreator
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
-from omegaconf import MISSING
+from omegaconf import II, MISSING
 
-from ..data.audio import load_waveform
 from ..data.llast_dataset import LlastDataset
 from ..data.llm_dictionary import LLMDetokenizer, build_llm_dictionary
+from ..data.manifest_check import (ManifestError, Needs, RowOrigins, bad_rows_of, check_manifest, error_text,
+                                   value, write_bad_rows)
 from ..data.prompts import PromptBuilder, output_language
 from ..evaluation import BLEU_STATISTICS, bleu_from_statistics, bleu_statistics
 from ..models.hf_llm import load_tokenizer
 
 logger = logging.getLogger(__name__)
+
+TARGET_FIELD = {"st": "tgt_text", "asr": "src_text"}  # the manifest column each task learns to write
 
 
 @dataclass
@@ -54,6 +57,12 @@ class LlastSTConfig(FairseqDataclass):
         default=None, metadata={"help": "source language for manifests without a src_lang column"})
     tgt_lang: Optional[str] = field(
         default=None, metadata={"help": "target language for manifests without a tgt_lang column"})
+    skip_bad_rows: bool = field(
+        default=False, metadata={"help": "leave out manifest rows that fail the load-time check (missing or "
+                                         "cut-off audio, empty text, ...) instead of stopping, and list them in "
+                                         "<save-dir>/bad_rows_<split>.tsv"})
+    # where --skip-bad-rows lists them: fairseq's --save-dir (an interpolation: no flag of its own)
+    bad_rows_dir: str = II("checkpoint.save_dir")
     eval_bleu: bool = field(
         default=False, metadata={"help": "decode the validation set and log its BLEU, each example scored "
                                          "with its target language's settings; usable as --best-checkpoint-metric bleu"})
@@ -144,33 +153,55 @@ class LlastSTTask(FairseqTask):
         return LLMDetokenizer(self.tokenizer, self.tgt_dict)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, task_cfg=None, **kwargs):
-        """``split`` names one manifest or several joined by commas (one dataset over all rows)."""
+        """``split`` names one manifest or several joined by commas (one dataset over all rows).
+
+        Every row is checked first (:mod:`llast_fairseq.data.manifest_check`): bad rows stop the
+        load with one error listing them, or with --skip-bad-rows are left out and listed in
+        ``<save-dir>/bad_rows_<split>.tsv``."""
         audio_root = Path(S2TDataConfig(Path(self.cfg.data) / self.cfg.config_yaml).audio_root)
-        audio_paths, n_frames, examples, prompts, texts, langs = [], [], [], [], [], []
+        manifests = []
         for name in split.split(","):
             tsv = Path(self.cfg.data) / f"{name}.tsv"
             rows = SpeechToTextDatasetCreator._load_samples_from_tsv(self.cfg.data, name)
             is_train = name.startswith("train")
             tasks = (["st", "asr"] if self.cfg.asr_augment else ["st"]) if is_train else [str(self.cfg.eval_task)]
-            for i, row in enumerate(rows):
-                where = f"{tsv}: row {i + 2} (id {row.get('id', '?')!r})"
-                audio_paths.append((audio_root / _field(row, "audio", where)).as_posix())
-                try:
-                    n_frames.append(int(_field(row, "n_frames", where)))
-                except ValueError:
-                    raise ValueError(f"{where}: field 'n_frames' is {row['n_frames']!r}, not a whole number")
-                src = _field(row, "src_lang", where, self.cfg.src_lang)
-                tgt = _field(row, "tgt_lang", where, self.cfg.tgt_lang)
+            needs = Needs(tuple(TARGET_FIELD[t] for t in tasks), self.cfg.src_lang, self.cfg.tgt_lang)
+            manifests.append((name, tsv, rows, tasks, check_manifest(tsv, rows, audio_root, needs)))
+        total = sum(len(rows) for _, _, rows, _, _ in manifests)
+        bad = bad_rows_of([(tsv, verdict) for _, tsv, _, _, verdict in manifests])
+        if bad and not self.cfg.skip_bad_rows:
+            raise ManifestError(error_text(split, bad, total))
+        if self.cfg.skip_bad_rows:
+            listed = Path(self.cfg.bad_rows_dir) / f"bad_rows_{split}.tsv"
+            write_bad_rows(listed, bad)
+            n_bad = sum(len(verdict.bad_rows()) for *_, verdict in manifests)
+            if n_bad == total:
+                raise ManifestError(error_text(split, bad, total) + "\nNo row of the split is usable.")
+            logger.warning(f"{split}: --skip-bad-rows leaves out {n_bad} of {total} rows ({len(bad)} "
+                           f"problems), listed in {listed}")
+        audio_paths, n_frames, examples, prompts, texts, langs = [], [], [], [], [], []
+        origins = RowOrigins()
+        for name, tsv, rows, tasks, verdict in manifests:
+            skip = verdict.bad_rows()
+            samples = verdict.samples_16k([int(r["n_frames"]) if i not in skip else 0 for i, r in enumerate(rows)])
+            kept = [i for i in range(len(rows)) if i not in skip]
+            origins.add(tsv, kept)
+            for i in kept:
+                row = rows[i]
+                audio_paths.append((audio_root / row["audio"]).as_posix())
+                n_frames.append(int(samples[i]))
+                src, tgt = value(row, "src_lang", self.cfg.src_lang), value(row, "tgt_lang", self.cfg.tgt_lang)
                 for task in tasks:
                     examples.append((len(audio_paths) - 1, task))
                     prompts.append(self.prompts.ids(task, src, tgt))
-                    texts.append(_field(row, "src_text" if task == "asr" else "tgt_text", where))
+                    texts.append(row[TARGET_FIELD[task]])
                     langs.append(output_language(task, src, tgt))
-            logger.info(f"{name}: {len(rows)} rows ({'+'.join(tasks)}) from {tsv}")
+            logger.info(f"{name}: {len(kept)} rows ({'+'.join(tasks)}) from {tsv}")
         eos = self.tgt_dict.eos()
         targets = [ids + [eos] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         self.datasets[split] = LlastDataset(split, audio_paths, n_frames, examples, prompts, targets,
-                                            self.tgt_dict, shuffle=split.startswith("train"), target_langs=langs)
+                                            self.tgt_dict, shuffle=split.startswith("train"), target_langs=langs,
+                                            describe_row=origins)
         self.datasets[split].audio_positions = getattr(self, "audio_positions", None)  # once a model is built
 
 
@@ -178,10 +209,11 @@ def fill_whisper_cache(encoder, datasets: Iterable[LlastDataset], positions_per_
     """Run ``encoder``'s Whisper over the datasets' uncached audio in batches of utterances with
     the same position count (Whisper runs those together, see LlastEncoder) of up to
     ``positions_per_batch`` positions; the next batch's audio loads meanwhile."""
-    samples = {}
+    samples, rows = {}, {}
     for dataset in datasets:
         for (row, _), n in zip(dataset.examples, dataset.sizes):
             samples[dataset.audio_paths[row]] = int(n)
+            rows[dataset.audio_paths[row]] = (dataset, row)
     todo = sorted((encoder.whisper_positions(n), path) for path, n in samples.items()
                   if path not in encoder.state_cache)
     if not todo:
@@ -198,11 +230,11 @@ def fill_whisper_cache(encoder, datasets: Iterable[LlastDataset], positions_per_
     device = next(encoder.parameters()).device
     start, done, reported = time.time(), 0, 0.0
     with ThreadPoolExecutor(1) as loader:
-        audio = loader.submit(_load_batch, batches[0])
+        audio = loader.submit(_load_batch, [rows[p] for p in batches[0]])
         for i, batch in enumerate(batches):
             waveforms, lengths = audio.result()
             if i + 1 < len(batches):
-                audio = loader.submit(_load_batch, batches[i + 1])
+                audio = loader.submit(_load_batch, [rows[p] for p in batches[i + 1]])
             encoder.fill_state_cache(waveforms.to(device), lengths.to(device), batch)
             done += len(batch)
             if time.time() - reported > 30 or done == len(todo):
@@ -210,20 +242,7 @@ def fill_whisper_cache(encoder, datasets: Iterable[LlastDataset], positions_per_
                 logger.info(f"Whisper states: {done}/{len(todo)} utterances ({reported - start:.0f} s)")
 
 
-def _load_batch(paths):
-    """Waveforms of ``paths`` zero-padded into ``[batch, samples]``, and their lengths."""
-    waves = [torch.from_numpy(load_waveform(p)) for p in paths]
+def _load_batch(rows):
+    """Waveforms of ``(dataset, row)`` pairs zero-padded into ``[batch, samples]``, and their lengths."""
+    waves = [dataset.waveform(row) for dataset, row in rows]
     return torch.nn.utils.rnn.pad_sequence(waves, batch_first=True), torch.tensor([len(w) for w in waves])
-
-
-def _field(row: dict, name: str, where: str, default: Optional[str] = None) -> str:
-    """A required manifest field; ``default`` stands in only where the column is absent."""
-    value = row.get(name)
-    if value is None and default is not None:
-        return default
-    if value is None or not value.strip():
-        hint = {"src_lang": " (or pass --src-lang for a one-direction manifest)",
-                "tgt_lang": " (or pass --tgt-lang for a one-direction manifest)"}.get(name, "")
-        raise ValueError(f"{where}: field {name!r} is {'missing' if value is None else 'empty'}; "
-                         f"fill it in the manifest{hint}")
-    return value

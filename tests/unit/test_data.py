@@ -154,7 +154,7 @@ def test_manifest_errors_name_file_row_and_field(tiny_corpus, tiny_models, tmp_p
     write_config(tmp_path)
     (tmp_path / "audio").symlink_to(tiny_corpus / "audio")
     _, task, _ = build_task_and_model(tmp_path, tiny_models)
-    with pytest.raises(ValueError, match=r"train\.tsv: row 4 \(id 'utt2'\): field 'tgt_lang' is empty"):
+    with pytest.raises(ValueError, match=r"train\.tsv:4 id 'utt2' field 'tgt_lang': empty"):
         task.load_dataset("train")
 
 
@@ -165,7 +165,7 @@ def test_lang_columns_may_come_from_flags(tiny_corpus, tiny_models, tmp_path):
     write_config(tmp_path)
     (tmp_path / "audio").symlink_to(tiny_corpus / "audio")
     _, task, _ = build_task_and_model(tmp_path, tiny_models)
-    with pytest.raises(ValueError, match="field 'src_lang' is missing.*--src-lang"):
+    with pytest.raises(ValueError, match="field 'src_lang': missing.*--src-lang"):
         task.load_dataset("test")
     _, task, _ = build_task_and_model(tmp_path, tiny_models, "--src-lang", "fr", "--tgt-lang", "en")
     task.load_dataset("test")
