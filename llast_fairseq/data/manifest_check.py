@@ -30,6 +30,7 @@ import logging
 import mmap
 import os
 import struct
+import threading
 import time
 import zipfile
 from array import array
@@ -51,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 MAX_SECONDS = 30  # Whisper's window
 SHOWN = 20  # bad rows an error lists; it counts the rest
-THREADS = 16  # header reads in flight: they wait on the disk more than on the CPU
+THREADS = 16  # header reads in flight: on a cold disk each one waits for a random read
 CACHE_VERSION = 1  # bump when what the check accepts changes
 PREP_SCRIPTS = "llast-prep-covost2 or llast-prep-fleurs (examples/speech_translation_llm/README.md)"
 FEATURES = "speech features (.npy), not audio"
@@ -112,7 +113,7 @@ def check_manifest(tsv: Path, rows: List[Dict[str, str]], audio_root: Path, need
     key = _cache_key(tsv, audio_root, needs)
     with open(tsv, "rb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        for path in _cache_paths(tsv):
+        for path in cache_paths(tsv):
             verdict = _read_cache(path, key, len(rows))
             if verdict is not None:
                 logger.info(f"{tsv}: {verdict.rows} rows, {len(verdict.bad_rows())} bad, as checked "
@@ -260,20 +261,21 @@ class _ZipIndex:
         return _Slice(self.data, offset, length)
 
 
-class _ZipIndexes(dict):
-    """Zip path -> its :class:`_ZipIndex` (or the reason it cannot be read), built once per zip."""
+class _ZipIndexes:
+    """Zip path -> its :class:`_ZipIndex` (or why it cannot be read), built once per zip by the
+    first thread that needs it."""
 
     def __init__(self, stack: ExitStack):
-        super().__init__()
-        self.stack = stack
+        self.stack, self.lock, self.indexes = stack, threading.Lock(), {}
 
-    def __missing__(self, path: str):
-        try:
-            index = _ZipIndex(path, self.stack)
-        except (OSError, zipfile.BadZipFile) as e:
-            index = _BadAudio(f"{path} cannot be read as a zip: {e}")
-        self[path] = index
-        return index
+    def __getitem__(self, path: str):
+        with self.lock:
+            if path not in self.indexes:
+                try:
+                    self.indexes[path] = _ZipIndex(path, self.stack)
+                except (OSError, zipfile.BadZipFile) as e:
+                    self.indexes[path] = f"{path} cannot be read as a zip: {e}"
+            return self.indexes[path]
 
 
 def _check_audio(path: str, n_frames: Optional[int], zips: _ZipIndexes):
@@ -311,8 +313,8 @@ def _header(path: str, zips: _ZipIndexes) -> Tuple[int, int, str]:
         raise _BadAudio(f"{path!r} is neither an audio file nor archive.zip:byte_offset:byte_length")
     if slice_ptr:
         index = zips[file]
-        if isinstance(index, _BadAudio):
-            raise index
+        if isinstance(index, str):
+            raise _BadAudio(index)
         source = index.open(*slice_ptr)
     elif file.endswith(".npy"):
         raise _BadAudio(FEATURES)
@@ -381,10 +383,13 @@ def error_text(split: str, bad: List[BadRow], total_rows: int) -> str:
 
 
 def write_bad_rows(path: Path, bad: List[BadRow]):
-    """The list of skipped rows as a TSV (manifest, line, id, field, reason)."""
+    """The list of skipped rows as a TSV (manifest, line, id, field, reason), renamed into place
+    from a name of this process's own (every rank of a distributed run writes the same list)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_tsv(str(path), [dict(b._asdict(), reason=clean_text(b.reason), id=clean_text(b.id)) for b in bad],
+    tmp = path.with_name(f"{path.name}.{os.getpid()}")
+    write_tsv(str(tmp), [dict(b._asdict(), reason=clean_text(b.reason), id=clean_text(b.id)) for b in bad],
               BAD_ROW_COLUMNS)
+    os.replace(tmp, path)
 
 
 class RowOrigins:
@@ -414,7 +419,7 @@ def _cache_key(tsv: Path, audio_root: Path, needs: Needs) -> dict:
             "max_seconds": MAX_SECONDS, "languages": sorted(LANGUAGE_NAMES)}))  # as JSON reads it back
 
 
-def _cache_paths(tsv: Path) -> List[Path]:
+def cache_paths(tsv: Path) -> List[Path]:
     """Beside the manifest, then in the user's cache directory (for read-only data)."""
     home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     digest = hashlib.sha1(str(Path(tsv).resolve()).encode()).hexdigest()[:16]
@@ -437,7 +442,7 @@ def _write_cache(tsv: Path, key: dict, verdict: Verdict):
     text = json.dumps({"key": key, "rows": verdict.rows, "problems": [list(p) for p in verdict.problems],
                        "rate_runs": [list(r) for r in verdict.rate_runs]})
     errors = []
-    for path in _cache_paths(tsv):
+    for path in cache_paths(tsv):
         tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

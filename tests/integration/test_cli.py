@@ -128,6 +128,34 @@ def test_generate_refuses_another_prompt_contract_and_older_checkpoints_load(tra
         checkpoint_utils.load_model_ensemble([str(tmp_path / "older.pt")], task=other_task)
 
 
+def test_train_stops_before_the_first_update_on_a_bad_manifest_row(tiny_corpus, tiny_models, tmp_path):
+    """A clip cut to 28 samples whose row says 27,208: fairseq-train exits with the one error that
+    lists the row (file, line, id, field, reason), before any update or checkpoint."""
+    import soundfile as sf
+
+    from llast_fairseq.data.manifest import write_tsv
+    from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDatasetCreator
+
+    rows = SpeechToTextDatasetCreator._load_samples_from_tsv(str(tiny_corpus), "train")
+    speech, rate = sf.read(tiny_corpus / rows[0]["audio"])
+    sf.write(tmp_path / "cut.wav", speech[:28], rate)
+    rows.insert(3, dict(rows[0], id="cut", audio=str(tmp_path / "cut.wav"), n_frames="27208"))
+    write_tsv(tmp_path / "train.tsv", rows)
+    (tmp_path / "config.yaml").write_text(f"audio_root: {tiny_corpus}\n")
+    proc = subprocess.run([str(a) for a in (
+        BIN / "fairseq-train", tmp_path, "--user-dir", REPO / "llast_fairseq", "--task", "llast_st",
+        "--llm-path", tiny_models / "llm", "--arch", "llast_tiny", "--whisper-path", tiny_models / "whisper.pt",
+        "--criterion", "llast_cross_entropy", "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "4",
+        "--max-update", "2", "--disable-validation", "--save-dir", tmp_path / "ckpt", "--num-workers", "0",
+        "--cpu")], cwd=tmp_path, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert (f"{tmp_path / 'train.tsv'}:5 id 'cut' field 'n_frames': 27208 samples, but the header of "
+            f"{tmp_path / 'cut.wav'} holds 28 at {rate} Hz") in out, out[-3000:]
+    assert "split 'train': 1 of 9 manifest rows cannot be used" in out and "--skip-bad-rows" in out
+    assert "| epoch 001" not in out and not list((tmp_path / "ckpt").glob("*.pt"))  # no update, no checkpoint
+
+
 def tensorboard_scalars(logdir: Path):
     """{tag: [(step, value)]} of the scalar summaries in the TensorBoard event files of logdir
     (TFRecord framing: length u64, its crc u32, an Event proto, the proto's crc u32)."""

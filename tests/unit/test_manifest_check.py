@@ -112,6 +112,8 @@ def test_each_bad_row_is_found_with_its_reason(clips, tmp_path):
         (row(root / "a.wav", "12.5"), "n_frames", "not a positive whole number"),
         (row("", native), "audio", "empty"),
         (row(tmp_path / "bad.wav", native), "audio", "the header does not open as audio"),
+        (row(f"{tmp_path / 'bad.wav'}:0:9", native), "audio", "cannot be read as a zip"),
+        (row(f"{zipped}:{wav_offset}", native), "audio", "is neither an audio file nor archive.zip:byte_offset"),
     ]
     found = check(tmp_path, [r for r, _, _ in cases]).problems
     for i, (_, field, words) in enumerate(cases):
