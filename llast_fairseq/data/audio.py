@@ -43,8 +43,8 @@ def length_tolerance(fmt: str, rate: int, count_rate: int) -> int:
     ogg): two MPEG layer III frames at the clip's rate (48 ms at 48 kHz), the encoder's delay and
     the padding of its last frame, which a decoder that honours the gapless header drops and one
     that does not keeps (a CBR mp3 written by libsndfile decodes to 1,467 samples more than the
-    PCM it was made from, at 22.05 kHz). A cut-off clip differs by far more: the truncated clips
-    this guards against hold a few samples where the manifest says tens of thousands."""
+    PCM it was made from, at 22.05 kHz). A cut-off or wrong clip differs by far more (say, a
+    header of 28 samples for a row of 27,208)."""
     if fmt not in LOSSY_FORMATS:
         return 1
     return -(-LOSSY_SLACK * count_rate // rate)

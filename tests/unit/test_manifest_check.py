@@ -5,6 +5,7 @@ decoder's length check."""
 import json
 import os
 import re
+import time
 import zipfile
 
 import numpy as np
@@ -244,3 +245,22 @@ def test_decoded_length_that_disagrees_with_the_row_names_it(clips, tiny_models,
     with pytest.raises(ValueError, match=rf"^{re.escape(f'{tsv}:2: {tmp_path}/a.wav')} decodes to "
                                          rf"{resampled_length(len(speech) // 2, rate)} samples"):
         task.dataset("train")[0]
+
+
+def test_concurrent_loads_of_one_manifest_check_it_once(clips, tmp_path, monkeypatch):
+    """Two loads at once (ranks of one node; here two threads, each with its own lock on the
+    manifest): one checks, the other waits and reads its verdict."""
+    import threading
+
+    tsv = mixed_manifest(clips, tmp_path, 1)
+    headers = []
+    real = manifest_check._header
+    monkeypatch.setattr(manifest_check, "_header", lambda *a: headers.append(a[0]) or time.sleep(0.05) or real(*a))
+    rows, verdicts = read_rows(tsv), []
+    loads = [threading.Thread(target=lambda: verdicts.append(check_manifest(tsv, rows, tmp_path, Needs(("tgt_text",)))))
+             for _ in range(2)]
+    for load in loads:
+        load.start()
+    for load in loads:
+        load.join()
+    assert len(headers) == 4 and verdicts[0] == verdicts[1] and [p.row for p in verdicts[0].problems] == [2]
