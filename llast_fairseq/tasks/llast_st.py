@@ -78,6 +78,8 @@ class LlastSTTask(FairseqTask):
         self.tokenizer = tokenizer
         self.tgt_dict = dictionary
         self.prompts = PromptBuilder(tokenizer, cfg.prompt_template)
+        # audio samples -> LLM positions (the model's Whisper and adaptor decide): set by build_model
+        self.audio_positions = None
 
     @classmethod
     def setup_task(cls, cfg: LlastSTConfig, **kwargs):
@@ -202,7 +204,7 @@ class LlastSTTask(FairseqTask):
         self.datasets[split] = LlastDataset(split, audio_paths, n_frames, examples, prompts, targets,
                                             self.tgt_dict, shuffle=split.startswith("train"), target_langs=langs,
                                             describe_row=origins)
-        self.datasets[split].audio_positions = getattr(self, "audio_positions", None)  # once a model is built
+        self.datasets[split].audio_positions = self.audio_positions
 
 
 def fill_whisper_cache(encoder, datasets: Iterable[LlastDataset], positions_per_batch: int = 4096):
