@@ -9,12 +9,14 @@ the audio says does not change the work, and a random LLM rarely stops early, so
 runs its full 64 steps.
 """
 import contextlib
+import gc
 import json
 import os
 import random
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -22,7 +24,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .data.audio import SAMPLE_RATE
+from .data.audio import SAMPLE_RATE, to_mono_16k
+from .data.manifest import write_config, write_tsv
 from .tiny_models import make_tiny_llm, make_tiny_whisper
 
 PRESETS = {
@@ -287,16 +290,98 @@ def cascade(inputs, preset: str) -> Dict:
     return row
 
 
-SECTIONS = ["decoding", "encoding", "training", "cascade"]
+CHECK_SENTENCES = [("Le chat mange une pomme.", "fr"), ("Der Mann trinkt Wasser.", "de"),
+                   ("La femme lit un livre.", "fr"), ("Die Frau kauft Brot.", "de"),
+                   ("Les enfants jouent au parc.", "fr"), ("El perro duerme en el jardín.", "es")]
+CHECK_KINDS = ("wav", "flac", "mp3", "zip")
+
+
+def check_data(root: Path, rows: int, zip_entries: int) -> Path:
+    """Six espeak-ng clips as 22.05 kHz wav, 16 kHz flac, 22.05 kHz mp3 and entries of a stored
+    zip, and ``train.tsv`` of ``rows`` rows cycling through the four kinds; returns its path."""
+    from .prep.pipeline import zip_manifest
+
+    root.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for i, (text, voice) in enumerate(CHECK_SENTENCES):
+        wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], check=True, capture_output=True).stdout
+        (root / f"s{i}.wav").write_bytes(wav)
+        speech, rate = sf.read(root / f"s{i}.wav")
+        sf.write(root / f"s{i}.flac", to_mono_16k(speech, rate), SAMPLE_RATE, subtype="PCM_16")
+        sf.write(root / f"s{i}.mp3", speech, rate)
+        clips.append({"wav": (f"s{i}.wav", len(speech)), "mp3": (f"s{i}.mp3", len(speech)),
+                      "flac": (f"s{i}.flac", sf.info(root / f"s{i}.flac").frames), "text": text, "lang": voice})
+    with zipfile.ZipFile(root / "audio.zip", "w", zipfile.ZIP_STORED) as zf:
+        for k in range(zip_entries):
+            zf.write(root / f"s{k % len(clips)}.flac", f"e{k}.flac")
+    slices = zip_manifest(root / "audio.zip")
+    manifest = []
+    for r in range(rows):
+        clip, kind = clips[r % len(clips)], CHECK_KINDS[r % len(CHECK_KINDS)]
+        if kind == "zip":
+            k = (r // len(CHECK_KINDS)) % zip_entries
+            offset, length = slices[f"e{k}.flac"]
+            clip = clips[k % len(clips)]
+            audio, n_frames = f"audio.zip:{offset}:{length}", clip["flac"][1]
+        else:
+            audio, n_frames = clip[kind]
+        manifest.append({"id": f"r{r}", "audio": audio, "n_frames": n_frames, "tgt_text": "A sentence.",
+                         "src_text": clip["text"], "src_lang": clip["lang"], "tgt_lang": "en", "speaker": "espeak"})
+    write_tsv(root / "train.tsv", manifest)
+    write_config(root)
+    return root / "train.tsv"
+
+
+def data_check(work: Path, rows: int, threads: List[int] = (16, 1), zip_entries: int = 2000) -> Dict:
+    """The load-time manifest check (:mod:`.data.manifest_check`) on ``rows`` rows: fairseq's TSV
+    reader (which runs either way) as the baseline, the first check with each number of
+    header-reading threads (its cache removed first), and a cached second load (median of 5). The
+    clips are reused, so their headers are in the page cache: on a cold disk each clip costs one
+    random read more, which the threads overlap."""
+    from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDatasetCreator
+
+    from .data.manifest_check import Needs, cache_paths, check_manifest
+
+    root = work / "data_check"
+    log(f"  data check: writing {rows} rows")
+    tsv = check_data(root, rows, zip_entries)
+    start = time.perf_counter()
+    samples = SpeechToTextDatasetCreator._load_samples_from_tsv(str(root), "train")
+    row = dict(section="data_check", rows=len(samples), read_tsv_s=time.perf_counter() - start)
+    needs = Needs(("tgt_text", "src_text"))
+    for n in threads:
+        for path in cache_paths(tsv):
+            path.unlink(missing_ok=True)
+        gc.collect()  # a full collection over the rows' dicts would otherwise land in some timings
+        start = time.perf_counter()
+        verdict = check_manifest(tsv, samples, root, needs, n)
+        row[f"first_check_s_{n}_threads"] = time.perf_counter() - start
+        row[f"s_per_100k_rows_{n}_threads"] = row[f"first_check_s_{n}_threads"] * 100000 / len(samples)
+        assert not verdict.problems, verdict.problems[:3]
+    cached = []
+    for _ in range(5):
+        gc.collect()
+        start = time.perf_counter()
+        check_manifest(tsv, samples, root, needs)
+        cached.append(time.perf_counter() - start)
+    row["cached_check_s"] = float(np.median(cached))
+    row["cached_vs_read_tsv"] = row["cached_check_s"] / row["read_tsv_s"]
+    row[f"first_{threads[0]}_threads_vs_read_tsv"] = row[f"first_check_s_{threads[0]}_threads"] / row["read_tsv_s"]
+    log(f"    {json.dumps(row)}")
+    return row
+
+
+SECTIONS = ["decoding", "encoding", "training", "cascade", "data_check"]
 
 
 def run(work: Path, presets: List[str], sections: List[str] = SECTIONS, repeats: int = 1,
-        training_steps: int = 2) -> List[Dict]:
-    """The sections on each preset (training and cascade on the last, the largest)."""
+        training_steps: int = 2, data_check_rows: int = 24000) -> List[Dict]:
+    """The sections on each preset (training and cascade on the last, the largest; the data check
+    needs no model)."""
     torch.manual_seed(0)
     log(f"benchmark: {torch.get_num_threads()} threads, torch CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}, float32")
-    inputs = make_inputs(work, presets)
+    inputs = make_inputs(work, presets) if set(sections) - {"data_check"} else {}
     rows = []
     for preset in presets:
         if "decoding" in sections:
@@ -307,6 +392,8 @@ def run(work: Path, presets: List[str], sections: List[str] = SECTIONS, repeats:
         rows += training(inputs, presets[-1], training_steps)
     if "cascade" in sections:
         rows.append(cascade(inputs, presets[-1]))
+    if "data_check" in sections:
+        rows.append(data_check(work, data_check_rows))
     return rows
 
 

@@ -1,4 +1,4 @@
-"""llast-benchmark: decoding, encoding, training and cascade costs as ratios against baselines
+"""llast-benchmark: decoding, encoding, training, cascade and data-check costs as ratios against baselines
 run in the same process; prints Markdown tables and writes JSON."""
 import argparse
 import json
@@ -18,6 +18,8 @@ def main(argv=None):
     parser.add_argument("--sections", nargs="+", default=SECTIONS, choices=SECTIONS, help="what to measure")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per measurement (the median is kept)")
     parser.add_argument("--training-steps", type=int, default=2, help="timed training steps per variant")
+    parser.add_argument("--data-check-rows", type=int, default=24000,
+                        help="manifest rows for the data_check section (wav, flac, mp3 and zip entries in turn)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: ratios stay stable on a shared machine)")
     parser.add_argument("--work-dir", help="where the random-init models and clips are written (default: a temporary directory)")
@@ -26,7 +28,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = run(Path(args.work_dir or tmp), args.presets, args.sections, args.repeats, args.training_steps)
+        rows = run(Path(args.work_dir or tmp), args.presets, args.sections, args.repeats, args.training_steps,
+                   args.data_check_rows)
     Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     print(table(rows), flush=True)
     print(f"\nwrote {args.json} ({time.perf_counter() - start:.0f} s)", flush=True)

@@ -18,7 +18,8 @@ def test_agreement_tells_ranking_from_search():
 
 def test_benchmark_command_writes_its_table(tmp_path):
     out = tmp_path / "bench.json"
-    run = subprocess.run([BIN / "llast-benchmark", "--presets", "tiny", "--sections", "encoding", "decoding",
+    run = subprocess.run([BIN / "llast-benchmark", "--presets", "tiny", "--sections", "encoding", "decoding", "data_check",
+                          "--data-check-rows", "200",
                           "--work-dir", tmp_path / "work", "--json", out],
                          capture_output=True, text=True, check=True)
     rows = json.loads(out.read_text())
@@ -30,3 +31,6 @@ def test_benchmark_command_writes_its_table(tmp_path):
     assert decoding["30 s"]["hf_same_beams"] == "8/8"
     assert decoding["5 s"]["recompute_same_beams"] == "8/8"
     assert "| tiny |" in run.stdout
+    check = next(r for r in rows if r["section"] == "data_check")
+    assert check["rows"] == 200  # every row checked, and a second load reads the cached verdict
+    assert check["cached_check_s"] < check["first_check_s_1_threads"] / 3
