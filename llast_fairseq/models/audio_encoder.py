@@ -18,6 +18,7 @@ from whisper.model import AudioEncoder, ModelDimensions
 
 from .adaptor import Adaptor
 from .autocast import bf16_autocast
+from .whisper_state_cache import GB, WhisperStateCache
 
 SAMPLES_PER_POSITION = 2 * HOP_LENGTH  # conv2 has stride 2
 
@@ -34,6 +35,8 @@ class LlastEncoder(FairseqEncoder):
     ``cache_states=True`` keeps each utterance's Whisper states in memory, keyed by its manifest
     audio path (``audio_keys``), so an utterance runs through the frozen encoder once per process;
     it needs Whisper frozen (no S-LoRA). :meth:`fill_state_cache` runs whole splits up front.
+    ``cache_gb`` caps the cache's tensor bytes in this process (0: no cap); utterances over the cap
+    run through Whisper at every forward, with the same states.
 
     ``autocast_bf16=True`` runs Whisper and the adaptor under ``torch.autocast`` in bfloat16 (their
     matrix products in bfloat16, the weights float32), as openai-whisper runs fp16 on GPUs; only
@@ -46,7 +49,7 @@ class LlastEncoder(FairseqEncoder):
 
     def __init__(self, whisper: AudioEncoder, dims: ModelDimensions, adaptor: Adaptor,
                  trim_padding: bool = False, cache_states: bool = False, autocast_bf16: bool = False,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False, cache_gb: float = 0):
         super().__init__(dictionary=None)
         self.whisper = whisper
         self.dims = dims
@@ -54,7 +57,9 @@ class LlastEncoder(FairseqEncoder):
         self.trim_padding = trim_padding
         if cache_states and any(p.requires_grad for p in whisper.parameters()):
             raise ValueError("--cache-whisper-states needs a frozen Whisper encoder: set --whisper-lora-r 0")
-        self.state_cache = {} if cache_states else None
+        if cache_gb < 0:
+            raise ValueError(f"--whisper-cache-gb is {cache_gb}: give the cache's size in GB, or 0 for no cap")
+        self.state_cache = WhisperStateCache(cache_gb * GB) if cache_states else None
         self.autocast_bf16 = autocast_bf16
         self.gradient_checkpointing = gradient_checkpointing
 
@@ -71,20 +76,23 @@ class LlastEncoder(FairseqEncoder):
                        keys: Optional[Sequence[str]] = None) -> List[Tensor]:
         """Whisper's output for each utterance's own positions (not its padding),
         ``[ceil(samples / 320), d_whisper]``; from the state cache where it is on and ``keys`` (the
-        utterances' audio paths) are given. An utterance twice in a batch (an ASR twin) runs once."""
+        utterances' audio paths) are given, and cached there while the cache has room. An
+        utterance twice in a batch (an ASR twin) runs once."""
         if self.state_cache is None or keys is None:
             return self._run_per_utterance(waveforms, lengths)
         todo = {}  # key -> first row
         for i, key in enumerate(keys):
             if key not in self.state_cache:
                 todo.setdefault(key, i)
+        computed = {}
         if todo:
             rows = list(todo.values())
             if int(lengths[rows].min()) == 0:  # the dataset left out audio the cache held before
                 raise RuntimeError(f"no audio and no cached Whisper states for {keys[rows[0]]!r}")
             for key, states in zip(todo, self._run_per_utterance(waveforms[rows], lengths[rows])):
-                self.state_cache[key] = states.detach().clone()  # not a view of the batch
-        return [self.state_cache[key] for key in keys]
+                if not self.state_cache.add(key, states):  # over the cap: used for this batch only
+                    computed[key] = states
+        return [computed[key] if key in computed else self.state_cache[key] for key in keys]
 
     @torch.no_grad()
     def fill_state_cache(self, waveforms: Tensor, lengths: Tensor, keys: Sequence[str]):
@@ -96,6 +104,10 @@ class LlastEncoder(FairseqEncoder):
         """LLM positions of utterances of ``samples`` samples: the Whisper positions that hold each
         one (with 30 s padding too, the LLM sees only those), after the adaptor."""
         return self.adaptor.output_lengths(-(-np.asarray(samples) // SAMPLES_PER_POSITION))
+
+    def state_positions(self, samples: int) -> int:
+        """Positions of Whisper states an utterance of ``samples`` samples keeps (the cache's size)."""
+        return _positions(samples)
 
     def whisper_positions(self, samples: int) -> int:
         """Positions Whisper runs for an utterance of ``samples`` samples, its padding included."""

@@ -62,6 +62,10 @@ class LlastConfig(FairseqDataclass):
     cache_whisper_states: bool = field(
         default=False, metadata={"help": "keep the frozen Whisper's output for the train and valid audio in "
                                          "RAM, computed once before the first update"})
+    whisper_cache_gb: float = field(
+        default=16, metadata={"help": "--cache-whisper-states: most GB of states each process keeps (tensor "
+                                      "bytes), shortest utterances first; the rest run through Whisper at "
+                                      "every step; 0: no cap"})
     autocast_bf16: bool = field(
         default=False, metadata={"help": "run Whisper, the adaptor and the LLM under bfloat16 autocast where "
                                          "that is faster (weights and loss stay float32)"})
@@ -118,7 +122,7 @@ class LlastModel(FairseqEncoderDecoderModel):
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         adaptor = build_adaptor(cfg, dims.n_audio_state, llm.config.hidden_size)
         encoder = LlastEncoder(whisper, dims, adaptor, cfg.trim_audio_padding, cfg.cache_whisper_states,
-                               cfg.autocast_bf16, cfg.gradient_checkpointing)
+                               cfg.autocast_bf16, cfg.gradient_checkpointing, cfg.whisper_cache_gb)
         return cls(cfg, encoder, LlastDecoder(task.target_dictionary, llm, cfg.autocast_bf16))
 
     def max_positions(self):

@@ -210,31 +210,38 @@ class LlastSTTask(FairseqTask):
 def fill_whisper_cache(encoder, datasets: Iterable[LlastDataset], positions_per_batch: int = 4096):
     """Run ``encoder``'s Whisper over the datasets' uncached audio in batches of utterances with
     the same position count (Whisper runs those together, see LlastEncoder) of up to
-    ``positions_per_batch`` positions; the next batch's audio loads meanwhile."""
+    ``positions_per_batch`` positions; the next batch's audio loads meanwhile. Shortest utterances
+    first, until the cache's cap: padded to 30 s every utterance costs Whisper the same, so the
+    short ones save the most work per cached byte (trimmed, about the same per byte)."""
+    cache = encoder.state_cache
     samples, rows = {}, {}
     for dataset in datasets:
         for (row, _), n in zip(dataset.examples, dataset.sizes):
             samples[dataset.audio_paths[row]] = int(n)
             rows[dataset.audio_paths[row]] = (dataset, row)
-    todo = sorted((encoder.whisper_positions(n), path) for path, n in samples.items()
-                  if path not in encoder.state_cache)
+    # batched by the positions Whisper runs, ordered within by the positions cached (30 s padding)
+    todo = sorted((encoder.whisper_positions(n), encoder.state_positions(n), path) for path, n in samples.items()
+                  if path not in cache and cache.fits(encoder.state_positions(n)))
     if not todo:
         return
     batches, batch = [], []
-    for positions, path in todo:
+    for positions, _, path in todo:
         if batch and (positions != batch_positions or (len(batch) + 1) * positions > positions_per_batch):
             batches.append(batch)
             batch = []
         batch.append(path)
         batch_positions = positions
     batches.append(batch)
-    logger.info(f"Whisper states: encoding {len(todo)} utterances in {len(batches)} batches for the cache")
+    cap = " (up to its cap)" if cache.cap_bytes else ""
+    logger.info(f"Whisper states: encoding {len(todo)} utterances in {len(batches)} batches for the cache{cap}")
     device = next(encoder.parameters()).device
     start, done, reported = time.time(), 0, 0.0
     with ThreadPoolExecutor(1) as loader:
         audio = loader.submit(_load_batch, [rows[p] for p in batches[0]])
         for i, batch in enumerate(batches):
             waveforms, lengths = audio.result()
+            if not cache.fits(encoder.state_positions(int(lengths.min()))):
+                break  # the cap: no shorter utterance is left
             if i + 1 < len(batches):
                 audio = loader.submit(_load_batch, [rows[p] for p in batches[i + 1]])
             encoder.fill_state_cache(waveforms.to(device), lengths.to(device), batch)
@@ -242,6 +249,9 @@ def fill_whisper_cache(encoder, datasets: Iterable[LlastDataset], positions_per_
             if time.time() - reported > 30 or done == len(todo):
                 reported = time.time()
                 logger.info(f"Whisper states: {done}/{len(todo)} utterances ({reported - start:.0f} s)")
+    uncached = sum(path not in cache for path in samples)
+    rest = f"; {uncached} utterances over the cap run through Whisper in every epoch" if uncached else ""
+    logger.info(f"Whisper state cache: {cache.describe()} (tensor bytes, this process){rest}")
 
 
 def _load_batch(rows):

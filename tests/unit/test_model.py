@@ -7,6 +7,8 @@ import torch
 from conftest import build_task_and_model, first_batch
 from fairseq.sequence_generator import SequenceGenerator
 
+from llast_fairseq.models.whisper_state_cache import WhisperStateCache
+
 
 @pytest.fixture(scope="module")
 def built(tiny_corpus, tiny_models):
@@ -56,12 +58,12 @@ def test_whisper_states_do_not_depend_on_the_batch_and_the_cache_is_exact(built,
             short = encoder.whisper_states(net["src_tokens"][:1, :m], torch.tensor([m]))
             torch.testing.assert_close(pair[0], batched[0], atol=1e-5, rtol=0)
             torch.testing.assert_close(pair[1], short[0], atol=1e-5, rtol=0)
-            encoder.state_cache = {}
+            encoder.state_cache = WhisperStateCache()
             calls = []
             original = encoder.run_whisper
             encoder.run_whisper = lambda mel: calls.append(mel.size(0)) or original(mel)
             encoder.whisper_states(net["src_tokens"], net["src_lengths"])
-            assert sum(calls) == 4 and encoder.state_cache == {}  # no keys: no cache
+            assert sum(calls) == 4 and len(encoder.state_cache) == 0  # no keys: no cache
             calls.clear()
             keys = net["audio_keys"]
             twice = [0, 0, 1]  # row 0 and its twin (same audio), then row 1
@@ -90,7 +92,7 @@ def test_fill_whisper_cache_before_the_epoch_then_no_whisper_in_steps(built):
     calls = []
     original = encoder.run_whisper
     encoder.run_whisper = lambda mel: calls.append(mel.size(0)) or original(mel)
-    encoder.state_cache = {}
+    encoder.state_cache = WhisperStateCache()
     try:
         task.begin_epoch(1, model)
         dataset = task.dataset("test")
@@ -106,13 +108,54 @@ def test_fill_whisper_cache_before_the_epoch_then_no_whisper_in_steps(built):
         task.begin_epoch(2, model)  # nothing left to encode
         assert calls == []
         torch.testing.assert_close(cached, uncached, atol=1e-5, rtol=0)
-        encoder.state_cache.pop(net["audio_keys"][1])  # a key the cache lost: a clear error
+        encoder.state_cache = WhisperStateCache()  # keys the cache lost: a clear error
         with pytest.raises(RuntimeError, match="no audio and no cached Whisper states"):
             encoder(**net)
     finally:
         encoder.state_cache = None
         dataset.cached_audio = frozenset()
         del encoder.run_whisper
+
+
+def test_whisper_state_cache_holds_its_cap_and_trains_as_without_a_cache(tiny_corpus, tiny_models, caplog):
+    """A cap that holds a few of the 8 utterances: the stored tensor bytes stay under it, the
+    shortest utterances are the cached ones, the others keep their audio in the batches and run
+    through Whisper at each step, and three Adam updates give the losses of a run without a cache."""
+    cap_gb = 7e-5  # 70 KB; the tiny Whisper's float32 states take 256 bytes per position
+    runs = {}
+    for name, extra in [("uncached", []), ("capped", ["--cache-whisper-states", "--whisper-cache-gb", str(cap_gb)])]:
+        torch.manual_seed(0)
+        cfg, task, model = build_task_and_model(tiny_corpus, tiny_models, *extra)
+        task.load_dataset("train")
+        criterion = task.build_criterion(cfg.criterion)
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        with caplog.at_level(logging.INFO):
+            task.begin_epoch(1, model)
+        dataset, losses = task.dataset("train"), []
+        for indices in ([0, 1, 2, 3], [4, 5, 6, 7], [0, 1, 2, 3]):
+            batch = dataset.collater([dataset[i] for i in indices])
+            if name == "capped":  # cached rows come without audio, the others with it
+                assert 0 < int((batch["net_input"]["src_lengths"] == 0).sum()) < len(indices)
+            loss, _, _ = criterion(model, batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())
+        runs[name] = losses, model.encoder.state_cache, dataset
+    torch.testing.assert_close(torch.stack(runs["capped"][0]), torch.stack(runs["uncached"][0]), atol=1e-5, rtol=1e-5)
+    _, cache, dataset = runs["capped"]
+    stored = list(cache.values())
+    assert cache.nbytes == sum(s.untyped_storage().nbytes() for s in stored) <= cap_gb * 1e9
+    assert 0 < len(cache) < len(dataset.audio_paths)
+    length = {dataset.audio_paths[row]: int(n) for (row, _), n in zip(dataset.examples, dataset.sizes)}
+    assert max(length[k] for k in cache) <= min(length[k] for k in length if k not in cache)
+    uncached = len(dataset.audio_paths) - len(cache)
+    assert (f"Whisper state cache: {len(cache)} utterances, {cache.nbytes / 1e9:.3g} GB of the {cap_gb:g} GB cap "
+            f"(tensor bytes, this process); {uncached} utterances over the cap") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        task.begin_epoch(2, model)  # what is over the cap is not encoded again for the cache
+    assert "Whisper states" not in caplog.text
 
 
 def test_whisper_state_cache_needs_a_frozen_whisper(tiny_corpus, tiny_models):
