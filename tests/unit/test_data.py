@@ -172,8 +172,9 @@ def test_lang_columns_may_come_from_flags(tiny_corpus, tiny_models, tmp_path):
     assert len(task.dataset("test")) == len(rows)
 
 
-def test_asr_augmentation_and_every_example_batched(tiny_corpus, tiny_models):
+def test_asr_augmentation_and_every_example_batched(tiny_corpus, tiny_models, monkeypatch):
     _, task, _ = build_task_and_model(tiny_corpus, tiny_models, "--asr-augment")
+    monkeypatch.setattr("llast_fairseq.tasks.llast_st.TOKENIZE_ROWS", 3)  # 16 texts in 6 tokenizer calls
     task.load_dataset("train")
     task.load_dataset("test")
     train, test = task.dataset("train"), task.dataset("test")
@@ -182,6 +183,10 @@ def test_asr_augmentation_and_every_example_batched(tiny_corpus, tiny_models):
     detok = LLMDetokenizer(task.tokenizer, task.target_dictionary)
     texts = {detok.decode(task.target_dictionary.string(train[i]["target"])) for i in range(len(train))}
     assert texts == {r["tgt_text"] for r in rows} | {r["src_text"] for r in rows}
+    for i, (row, kind) in enumerate(train.examples):  # each example its own text's ids
+        text = rows[row]["src_text" if kind == "asr" else "tgt_text"]
+        ids = task.tokenizer(text, add_special_tokens=False)["input_ids"] + [task.target_dictionary.eos()]
+        assert train[i]["target"].tolist() == ids, i
     asr = next(i for i, (_, kind) in enumerate(train.examples) if kind == "asr")
     before, after = task.prompts.ids("asr", rows[train.examples[asr][0]]["src_lang"],
                                      rows[train.examples[asr][0]]["src_lang"])
