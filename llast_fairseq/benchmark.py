@@ -1,5 +1,6 @@
 """Speed and memory of decoding, encoding and training, each figure a ratio against a baseline
-measured in the same process (``llast-benchmark``; the README's "Performance" shows a run).
+measured in the same process (``llast-benchmark``; the README's "Performance" shows a run), and
+fairseq-generate's peak memory on a large test set against a small one.
 
 Models are random-init, saved in the real formats and loaded the way a user's are (fairseq
 options, ``task.build_model``): ``tiny`` (the tests' sizes) and ``mid`` (an encoder of
@@ -371,13 +372,78 @@ def data_check(work: Path, rows: int, threads: List[int] = (16, 1), zip_entries:
     return row
 
 
-SECTIONS = ["decoding", "encoding", "training", "cascade", "data_check"]
+GENERATE_ROWS = [500, 5000]
+
+
+def generate_memory(inputs, preset: str, rows: List[int]) -> Dict:
+    """Peak RSS of ``fairseq-generate`` (beam 5, 16 new tokens, batch 32, sacrebleu) on manifests
+    of ``rows`` rows (the 8 clips of 5 s, repeated), each run a process of its own: the peak is
+    wait4's ``ru_maxrss``, the largest of the process and its data loader worker. The checkpoint
+    is one fairseq-train update of ``--arch llast_tiny`` on the 8 clips, trained with
+    ``--cache-whisper-states`` (which decoding turns off)."""
+    data, models, work = inputs["data"], inputs[preset], inputs["data"].parent / f"generate_{preset}"
+    bin_dir = Path(sys.executable).parent
+    common = [data, "--user-dir", Path(__file__).parent, "--task", "llast_st", "--llm-path", models / "llm", "--cpu"]
+    if not (work / "checkpoint_last.pt").exists():
+        log(f"  fairseq-train, one update, for a {preset} checkpoint")
+        _child(work / "train.log", bin_dir / "fairseq-train", *common, "--arch", "llast_tiny",
+               "--whisper-path", models / "whisper.pt", "--cache-whisper-states",
+               "--criterion", "llast_cross_entropy", "--optimizer", "adam",
+               "--lr", "1e-3", "--batch-size", "8", "--max-update", "1", "--train-subset", split_name("5 s"),
+               "--disable-validation", "--save-dir", work, "--no-epoch-checkpoints", "--num-workers", "0")
+    header, *clips = (data / f"{split_name('5 s')}.tsv").read_text().splitlines()
+    peaks, seconds = {}, {}
+    for n in rows:
+        split = f"test_rows{n}"
+        (data / f"{split}.tsv").write_text("\n".join(
+            [header] + [f"row{i}\t" + clips[i % len(clips)].split("\t", 1)[1] for i in range(n)]) + "\n")
+        log(f"  fairseq-generate, {preset}, {n} rows")
+        start = time.perf_counter()
+        peaks[n] = _child(work / f"generate_{n}.log", bin_dir / "fairseq-generate", *common,
+                          "--path", work / "checkpoint_last.pt", "--gen-subset", split, "--beam", str(BEAM),
+                          "--max-len-b", "16", "--batch-size", "32", "--scoring", "sacrebleu",
+                          "--results-path", work / f"results_{n}") / 2**10
+        seconds[n] = time.perf_counter() - start
+    small, large = rows[0], rows[-1]
+    row = dict(section="generate_memory", preset=preset, rows=f"{small} / {large}",
+               peak_rss_mb_small=peaks[small], peak_rss_mb_large=peaks[large],
+               large_vs_small=peaks[large] / peaks[small],
+               kb_per_extra_row=(peaks[large] - peaks[small]) * 2**10 / (large - small),
+               seconds_small=seconds[small], seconds_large=seconds[large])
+    log(f"    {json.dumps(row)}")
+    return row
+
+
+# Runs a command and prints its peak RSS. A child's ru_maxrss also counts the resident memory of
+# the process it was forked from (Linux records the old address space's peak at exec), so the
+# command is started by this small Python process rather than by the benchmark, which holds torch.
+PEAK_RSS = ("import os, subprocess, sys; child = subprocess.Popen(sys.argv[1:]); "
+            "_, status, usage = os.wait4(child.pid, 0); print(f'peak_rss_kb {usage.ru_maxrss}', flush=True); "
+            "sys.exit(os.waitstatus_to_exitcode(status))")
+
+
+def _child(log_path: Path, *argv) -> int:
+    """Run a command (its output to ``log_path``) with this process's thread count; the peak
+    resident memory in KB of it and of its waited-for children (the largest of them)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    with open(log_path, "w") as out:
+        code = subprocess.run([sys.executable, "-c", PEAK_RSS, *map(str, argv)],
+                              stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+    text = log_path.read_text()
+    if code != 0:
+        raise RuntimeError(f"{argv[0]} failed, see {log_path}:\n{text[-3000:]}")
+    return int(text.rsplit("peak_rss_kb ", 1)[1])
+
+
+SECTIONS = ["decoding", "encoding", "training", "cascade", "data_check", "generate_memory"]
 
 
 def run(work: Path, presets: List[str], sections: List[str] = SECTIONS, repeats: int = 1,
-        training_steps: int = 2, data_check_rows: int = 24000) -> List[Dict]:
-    """The sections on each preset (training and cascade on the last, the largest; the data check
-    needs no model)."""
+        training_steps: int = 2, data_check_rows: int = 24000,
+        generate_rows: List[int] = GENERATE_ROWS) -> List[Dict]:
+    """The sections on each preset (training and cascade on the last, the largest; generate's
+    memory on the first, the smallest; the data check needs no model)."""
     torch.manual_seed(0)
     log(f"benchmark: {torch.get_num_threads()} threads, torch CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}, float32")
@@ -394,6 +460,8 @@ def run(work: Path, presets: List[str], sections: List[str] = SECTIONS, repeats:
         rows.append(cascade(inputs, presets[-1]))
     if "data_check" in sections:
         rows.append(data_check(work, data_check_rows))
+    if "generate_memory" in sections:
+        rows.append(generate_memory(inputs, presets[0], generate_rows))
     return rows
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..benchmark import PRESETS, SECTIONS, run, table
+from ..benchmark import GENERATE_ROWS, PRESETS, SECTIONS, run, table
 
 
 def main(argv=None):
@@ -20,6 +20,8 @@ def main(argv=None):
     parser.add_argument("--training-steps", type=int, default=2, help="timed training steps per variant")
     parser.add_argument("--data-check-rows", type=int, default=24000,
                         help="manifest rows for the data_check section (wav, flac, mp3 and zip entries in turn)")
+    parser.add_argument("--generate-rows", nargs=2, type=int, default=GENERATE_ROWS,
+                        help="generate_memory: the two manifest sizes whose peak RSS is compared")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: ratios stay stable on a shared machine)")
     parser.add_argument("--work-dir", help="where the random-init models and clips are written (default: a temporary directory)")
@@ -29,7 +31,7 @@ def main(argv=None):
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         rows = run(Path(args.work_dir or tmp), args.presets, args.sections, args.repeats, args.training_steps,
-                   args.data_check_rows)
+                   args.data_check_rows, args.generate_rows)
     Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     print(table(rows), flush=True)
     print(f"\nwrote {args.json} ({time.perf_counter() - start:.0f} s)", flush=True)

@@ -4,7 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llast_fairseq.benchmark import agreement
+import pytest
+
+from llast_fairseq.benchmark import _child, agreement
 
 BIN = Path(sys.executable).parent
 
@@ -34,3 +36,13 @@ def test_benchmark_command_writes_its_table(tmp_path):
     check = next(r for r in rows if r["section"] == "data_check")
     assert check["rows"] == 200  # every row checked, and a second load reads the cached verdict
     assert check["cached_check_s"] < check["first_check_s_1_threads"] / 3
+
+
+def test_generate_memory_measures_the_peak_of_the_command_it_runs(tmp_path):
+    """generate_memory's yardstick: the peak resident memory of the child (here one that holds
+    200 MB for a moment), not this process's; a command that fails raises with its log."""
+    hold = "import time; b = b'x' * (200 * 2**20); time.sleep(0.2)"
+    peak_mb = _child(tmp_path / "hold.log", sys.executable, "-c", hold) / 2**10
+    assert 200 <= peak_mb < 240, peak_mb
+    with pytest.raises(RuntimeError, match="failed, see .*fail.log"):
+        _child(tmp_path / "fail.log", sys.executable, "-c", "raise SystemExit(3)")
