@@ -19,7 +19,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -378,9 +378,10 @@ GENERATE_ROWS = [500, 5000]
 def generate_memory(inputs, preset: str, rows: List[int]) -> Dict:
     """Peak RSS of ``fairseq-generate`` (beam 5, 16 new tokens, batch 32, sacrebleu) on manifests
     of ``rows`` rows (the 8 clips of 5 s, repeated), each run a process of its own: the peak is
-    wait4's ``ru_maxrss``, the largest of the process and its data loader worker. The checkpoint
-    is one fairseq-train update of ``--arch llast_tiny`` on the 8 clips, trained with
-    ``--cache-whisper-states`` (which decoding turns off)."""
+    wait4's ``ru_maxrss``, the largest of the process and its data loader worker; the large run's
+    own peak by half its wall time tells whether memory still grew in its second half
+    (:mod:`.peak_rss`). The checkpoint is one fairseq-train update of ``--arch llast_tiny`` on the
+    8 clips, trained with ``--cache-whisper-states`` (which decoding turns off)."""
     data, models, work = inputs["data"], inputs[preset], inputs["data"].parent / f"generate_{preset}"
     bin_dir = Path(sys.executable).parent
     common = [data, "--user-dir", Path(__file__).parent, "--task", "llast_st", "--llm-path", models / "llm", "--cpu"]
@@ -392,48 +393,42 @@ def generate_memory(inputs, preset: str, rows: List[int]) -> Dict:
                "--lr", "1e-3", "--batch-size", "8", "--max-update", "1", "--train-subset", split_name("5 s"),
                "--disable-validation", "--save-dir", work, "--no-epoch-checkpoints", "--num-workers", "0")
     header, *clips = (data / f"{split_name('5 s')}.tsv").read_text().splitlines()
-    peaks, seconds = {}, {}
+    peaks, at_half, seconds = {}, {}, {}
     for n in rows:
         split = f"test_rows{n}"
         (data / f"{split}.tsv").write_text("\n".join(
             [header] + [f"row{i}\t" + clips[i % len(clips)].split("\t", 1)[1] for i in range(n)]) + "\n")
         log(f"  fairseq-generate, {preset}, {n} rows")
         start = time.perf_counter()
-        peaks[n] = _child(work / f"generate_{n}.log", bin_dir / "fairseq-generate", *common,
-                          "--path", work / "checkpoint_last.pt", "--gen-subset", split, "--beam", str(BEAM),
-                          "--max-len-b", "16", "--batch-size", "32", "--scoring", "sacrebleu",
-                          "--results-path", work / f"results_{n}") / 2**10
+        peaks[n], at_half[n] = (kb / 2**10 for kb in _child(
+            work / f"generate_{n}.log", bin_dir / "fairseq-generate", *common, "--path", work / "checkpoint_last.pt",
+            "--gen-subset", split, "--beam", str(BEAM), "--max-len-b", "16", "--batch-size", "32",
+            "--scoring", "sacrebleu", "--results-path", work / f"results_{n}"))
         seconds[n] = time.perf_counter() - start
     small, large = rows[0], rows[-1]
     row = dict(section="generate_memory", preset=preset, rows=f"{small} / {large}",
                peak_rss_mb_small=peaks[small], peak_rss_mb_large=peaks[large],
                large_vs_small=peaks[large] / peaks[small],
                kb_per_extra_row=(peaks[large] - peaks[small]) * 2**10 / (large - small),
+               large_peak_at_half_time_mb=at_half[large],
                seconds_small=seconds[small], seconds_large=seconds[large])
     log(f"    {json.dumps(row)}")
     return row
 
 
-# Runs a command and prints its peak RSS. A child's ru_maxrss also counts the resident memory of
-# the process it was forked from (Linux records the old address space's peak at exec), so the
-# command is started by this small Python process rather than by the benchmark, which holds torch.
-PEAK_RSS = ("import os, subprocess, sys; child = subprocess.Popen(sys.argv[1:]); "
-            "_, status, usage = os.wait4(child.pid, 0); print(f'peak_rss_kb {usage.ru_maxrss}', flush=True); "
-            "sys.exit(os.waitstatus_to_exitcode(status))")
-
-
-def _child(log_path: Path, *argv) -> int:
-    """Run a command (its output to ``log_path``) with this process's thread count; the peak
-    resident memory in KB of it and of its waited-for children (the largest of them)."""
+def _child(log_path: Path, *argv) -> Tuple[int, int]:
+    """Run a command (its output to ``log_path``) with this process's thread count, started by
+    :mod:`.peak_rss`; its peak resident memory in KB (the largest of it and its waited-for
+    children) and its own peak by half its wall time."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     with open(log_path, "w") as out:
-        code = subprocess.run([sys.executable, "-c", PEAK_RSS, *map(str, argv)],
+        code = subprocess.run([sys.executable, Path(__file__).with_name("peak_rss.py"), *map(str, argv)],
                               stdout=out, stderr=subprocess.STDOUT, env=env).returncode
     text = log_path.read_text()
     if code != 0:
         raise RuntimeError(f"{argv[0]} failed, see {log_path}:\n{text[-3000:]}")
-    return int(text.rsplit("peak_rss_kb ", 1)[1])
+    return int(text.rsplit("peak_rss_kb ", 1)[1].split()[0]), int(text.rsplit("peak_rss_kb_at_half ", 1)[1])
 
 
 SECTIONS = ["decoding", "encoding", "training", "cascade", "data_check", "generate_memory"]

@@ -39,10 +39,12 @@ def test_benchmark_command_writes_its_table(tmp_path):
 
 
 def test_generate_memory_measures_the_peak_of_the_command_it_runs(tmp_path):
-    """generate_memory's yardstick: the peak resident memory of the child (here one that holds
-    200 MB for a moment), not this process's; a command that fails raises with its log."""
-    hold = "import time; b = b'x' * (200 * 2**20); time.sleep(0.2)"
-    peak_mb = _child(tmp_path / "hold.log", sys.executable, "-c", hold) / 2**10
-    assert 200 <= peak_mb < 240, peak_mb
+    """generate_memory's yardstick: the peak resident memory of the child (here one that waits
+    1 s, then holds 200 MB for a moment), not this process's, and the child's peak by half its
+    run (before the 200 MB); a command that fails raises with its log."""
+    hold = "import time; time.sleep(1); b = b'x' * (200 * 2**20); time.sleep(0.2)"
+    peak, at_half = (kb / 2**10 for kb in _child(tmp_path / "hold.log", sys.executable, "-c", hold))
+    assert 200 <= peak < 240, peak
+    assert 0 < at_half < 100, at_half
     with pytest.raises(RuntimeError, match="failed, see .*fail.log"):
         _child(tmp_path / "fail.log", sys.executable, "-c", "raise SystemExit(3)")
