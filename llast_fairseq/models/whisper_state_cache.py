@@ -6,6 +6,7 @@ not a view of its batch): that is the memory it takes on the model's device, in 
 datasets rely on it to leave that audio out of their batches); at the cap it stores nothing more and
 the encoder runs Whisper on the other utterances at each step.
 """
+import math
 from typing import Dict, Iterator, Optional
 
 from torch import Tensor
@@ -25,7 +26,7 @@ class WhisperStateCache:
         """Keep a copy of ``states`` ``[positions, d_whisper]`` under ``key`` if it fits under the
         cap; returns whether it was kept."""
         size = states.numel() * states.element_size()
-        self.position_bytes = states[0].numel() * states.element_size()
+        self.position_bytes = math.prod(states.shape[1:]) * states.element_size()
         if self.cap_bytes and self.nbytes + size > self.cap_bytes:
             return False
         self._states[key] = states.detach().clone()  # its own storage, not a view of the batch

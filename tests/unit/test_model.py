@@ -158,9 +158,11 @@ def test_whisper_state_cache_holds_its_cap_and_trains_as_without_a_cache(tiny_co
     assert "Whisper states" not in caplog.text
 
 
-def test_whisper_state_cache_needs_a_frozen_whisper(tiny_corpus, tiny_models):
+def test_whisper_state_cache_needs_a_frozen_whisper_and_a_size(tiny_corpus, tiny_models):
     with pytest.raises(ValueError, match="--cache-whisper-states needs a frozen"):
         build_task_and_model(tiny_corpus, tiny_models, "--whisper-lora-r", "4", "--cache-whisper-states")
+    with pytest.raises(ValueError, match="--whisper-cache-gb is -1.0: give the cache's size in GB, or 0"):
+        build_task_and_model(tiny_corpus, tiny_models, "--cache-whisper-states", "--whisper-cache-gb", "-1")
 
 
 def test_prefix_is_right_aligned_with_real_positions(built):
