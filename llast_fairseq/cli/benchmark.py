@@ -8,14 +8,15 @@ from pathlib import Path
 
 import torch
 
-from ..benchmark import GENERATE_ROWS, PRESETS, SECTIONS, run, table
+from ..benchmark import DEFAULT_SECTIONS, GENERATE_ROWS, PRESETS, SECTIONS, run, table
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS),
                         help="model sizes, smallest first (training and cascade use the last)")
-    parser.add_argument("--sections", nargs="+", default=SECTIONS, choices=SECTIONS, help="what to measure")
+    parser.add_argument("--sections", nargs="+", default=DEFAULT_SECTIONS, choices=SECTIONS,
+                        help=f"what to measure (default: {' '.join(DEFAULT_SECTIONS)})")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per measurement (the median is kept)")
     parser.add_argument("--training-steps", type=int, default=2, help="timed training steps per variant")
     parser.add_argument("--data-check-rows", type=int, default=24000,
