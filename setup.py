@@ -35,5 +35,6 @@ setup(
         "llast-make-corpus = llast_fairseq.cli.make_corpus:main",
         "llast-export = llast_fairseq.cli.export:main",
         "llast-translate = llast_fairseq.cli.translate:main",
+        "llast-experiment = llast_fairseq.cli.experiment:main",
     ]},
 )
