@@ -20,6 +20,7 @@ decodes); the fairseq commands are printed as they run so they can be reused by 
 """
 import argparse
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -271,6 +272,9 @@ def main():
     parser.add_argument("--seed", type=int, default=1, help="training seed")
     parser.add_argument("--random-encoder", action="store_true",
                         help="ablation: a random-init encoder of tiny.en's size instead of pretrained tiny.en")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="build the corpus, Whisper and LLM under --cache-dir, then print their paths as "
+                             "shell exports (DEMO_CORPUS, DEMO_WHISPER, DEMO_LLM) for eval; progress goes to stderr")
     args = parser.parse_args()
     for key in ("max_update", "validate_every", "batch_size", "lr"):
         if getattr(args, key, None) is None:  # --batch-size has no flag: always the preset's
@@ -279,6 +283,12 @@ def main():
 
     from llast_fairseq.models.autocast import MIN_SPEEDUP, cpu_bf16_speedup, cpu_name
 
+    if args.prepare_only:  # for the experiment grids on the demo corpus (examples/.../experiments)
+        with contextlib.redirect_stdout(sys.stderr):
+            paths = prepare(args)
+        print("export " + " ".join(f"DEMO_{name}={shlex.quote(str(path))}"
+                                   for name, path in zip(("CORPUS", "WHISPER", "LLM"), paths)))
+        return
     corpus, whisper, llm = prepare(args)
     suffix = "-random-encoder" if args.random_encoder else ""
     work = Path(args.work_dir or REPO / "work_dirs" / f"demo-{args.preset}{suffix}")
