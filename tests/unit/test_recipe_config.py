@@ -8,6 +8,7 @@ import dataclasses
 import re
 
 import pytest
+import yaml
 from conftest import REPO
 from omegaconf import OmegaConf
 
@@ -135,3 +136,73 @@ def test_readme_recipe_flags_match_the_yaml(recipe):
         assert re.search(rf"{flag}(\s|$)", train), flag
     assert float(expect["--lr"]) == recipe.optimization.lr[0]
     assert int(expect["--llm-lora-r"]) == recipe.model.llm_lora_r
+
+
+# ----------------------------------------------------------------------------- experiment grids
+
+GRIDS = sorted(p for p in (EXAMPLE / "experiments").glob("*.yaml") if p.name != "covost2_recipe.yaml")
+PAPER_GRIDS = [p for p in GRIDS if p.name.startswith("covost2_")]
+GRID_ENV = {"DATA": "/data/covost2", "FLEURS": "/data/fleurs", "LLM": "/models/llm", "WHISPER": "/models/large-v3.pt",
+            "MAX_UPDATE": "7000", "WARMUP": "210", "UPDATE_FREQ": "2", "DEMO_CORPUS": "/cache/corpus-default",
+            "DEMO_WHISPER": "/cache/whisper-tiny.en.pt", "DEMO_LLM": "/cache/llm-default"}
+
+
+@pytest.fixture
+def grid_env(monkeypatch):
+    for name, value in GRID_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_the_grids_are_there():
+    assert {p.name for p in PAPER_GRIDS} == {"covost2_seeds.yaml", "covost2_llm_lora_rank.yaml",
+                                            "covost2_lora_ablation.yaml", "covost2_asr_augment.yaml"}
+    assert {p.name for p in GRIDS} - {p.name for p in PAPER_GRIDS} == {"demo_cpu.yaml"}
+
+
+@pytest.mark.parametrize("path", GRIDS, ids=[p.name for p in GRIDS])
+def test_grid_flags_exist_in_the_registered_dataclasses(path, grid_env, tmp_path):
+    """Every cell's fairseq-train and fairseq-generate command parses with fairseq's own parsers,
+    which hold the registered task, model and criterion dataclasses; the plugin's flags are fields."""
+    from llast_fairseq.experiments.grid import check_commands, load_grid
+
+    grid = load_grid(path)
+    check_commands(grid, tmp_path)
+    fields = field_names(LlastSTConfig) | field_names(LlastConfig) | field_names(LlastCrossEntropyConfig)
+    flags = {word for cell in grid.cells(tmp_path) for _, argv in cell.steps if argv[0].startswith("fairseq-")
+             for word in argv if word.startswith(LLAST_FLAG_PREFIXES)}
+    assert {"--llm-path", "--whisper-path", "--asr-augment"} <= flags
+    unknown = sorted(f for f in flags if f[2:].replace("-", "_") not in fields)
+    assert not unknown, f"{path.name}: flags without a config field: {unknown}"
+    if path in PAPER_GRIDS:  # GPU hours written beside it
+        assert re.search(r"About [\d,]+ GPU hours", path.read_text()), path.name
+
+
+def test_paper_grids_hold_the_paper_recipe(recipe, grid_env):
+    """The grids' base recipe says what config/llast_covost2.yaml says, flag for key; and their
+    paper variant is the same cell in every grid, so grids run into one directory share it."""
+    from llast_fairseq.experiments.grid import load_grid
+
+    grid = load_grid(EXAMPLE / "experiments" / "covost2_seeds.yaml")
+    flags = {**grid.recipe.task, **grid.recipe.train}  # the hydra config is the training recipe
+    raw = yaml.safe_load((EXAMPLE / "experiments" / "covost2_recipe.yaml").read_text())
+    given = {f for f, v in {**raw["task"], **raw["train"]}.items() if "$" in str(v)}  # per machine or run
+    compared = set()
+    for flag, value in flags.items():
+        if flag in given:
+            continue
+        key = flag.replace("-", "_")
+        for section in recipe:
+            if key in recipe[section] and not OmegaConf.is_missing(recipe[section], key):
+                expected = recipe[section][key]
+                expected = expected[0] if OmegaConf.is_list(expected) else expected
+                if isinstance(expected, (int, float)) and not isinstance(expected, bool):
+                    assert float(value) == float(expected), (flag, value, expected)
+                else:
+                    assert value == expected, (flag, value, expected)
+                compared.add(key)
+    assert {"lr", "llm_lora_r", "llm_lora_alpha", "whisper_lora_r", "weight_decay", "clip_norm", "asr_augment",
+            "adam_betas", "batch_size", "eval_bleu_args", "best_checkpoint_metric", "prompt_template"} <= compared
+    assert flags["arch"] == "llast"
+    assert grid.recipe.generate["beam"] == 5 and grid.recipe.generate["max-len-b"] == 256  # README section 4
+    cells = {p.name: load_grid(p).cell("/grids", "paper", 1).script() for p in PAPER_GRIDS}
+    assert len(set(cells.values())) == 1, "the paper variant differs between grids"
