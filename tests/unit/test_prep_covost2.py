@@ -19,6 +19,7 @@ import yaml
 from conftest import QUOTED_EN, QUOTED_FR, check_manifest, speak
 
 from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDatasetCreator
+from llast_fairseq.cli.prep_covost2 import main as prep_covost2_main
 from llast_fairseq.prep import covost2
 from llast_fairseq.prep.pipeline import PrepConfig
 
@@ -197,7 +198,7 @@ def test_converted_clip_keeps_duration_and_content(corpus, tmp_path):
     assert np.dot(converted, reference) / np.dot(reference, reference) == pytest.approx(1, abs=0.05)
 
 
-def test_installed_command(corpus, tmp_path):
+def test_installed_command(corpus, tmp_path, capsys):
     out = tmp_path / "out"
     proc = subprocess.run([BIN / "llast-prep-covost2", "--cv-root", corpus, "--pairs", "fr_en", "de_en",
                            "--out-dir", out, "--zip", "--jobs", "1", "--temperature", "2"],
@@ -207,9 +208,11 @@ def test_installed_command(corpus, tmp_path):
     assert [s["id"] for s in check_manifest(out, "train_joint", expect_zip=True)] == [
         "common_voice_fr_0", "common_voice_fr_1", "common_voice_fr_2", "common_voice_fr_3",
         "common_voice_de_0", "common_voice_de_0_r1"]
-    bad = subprocess.run([BIN / "llast-prep-covost2", "--cv-root", corpus, "--pairs", "fren",
-                          "--out-dir", out], capture_output=True, text=True)
-    assert bad.returncode == 2 and "pair 'fren' is not <src>_<tgt>, e.g. fr_en" in bad.stderr
-    missing = subprocess.run([BIN / "llast-prep-covost2", "--cv-root", corpus, "--pairs", "es_en",
-                              "--out-dir", out], capture_output=True, text=True)
-    assert missing.returncode == 1 and f"{corpus}/es/validated.tsv" in missing.stderr
+    # the error paths in this process (a process start costs ~12 s of imports): argparse exits 2;
+    # sys.exit(message) exits 1 with the message on stderr
+    with pytest.raises(SystemExit) as bad:
+        prep_covost2_main(["--cv-root", str(corpus), "--pairs", "fren", "--out-dir", str(out)])
+    assert bad.value.code == 2 and "pair 'fren' is not <src>_<tgt>, e.g. fr_en" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as missing:
+        prep_covost2_main(["--cv-root", str(corpus), "--pairs", "es_en", "--out-dir", str(out)])
+    assert isinstance(missing.value.code, str) and f"{corpus}/es/validated.tsv" in missing.value.code

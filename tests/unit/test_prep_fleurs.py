@@ -17,6 +17,7 @@ import soundfile as sf
 import soxr
 from conftest import QUOTED_EN, QUOTED_FR, check_manifest, speak
 
+from llast_fairseq.cli.prep_fleurs import main as prep_fleurs_main
 from llast_fairseq.prep import fleurs
 from llast_fairseq.prep.pipeline import PrepConfig
 
@@ -161,6 +162,6 @@ def test_installed_command(corpus, tmp_path):
     assert [(s["id"], s["audio"]) for s in train] == [
         ("fr_fr_101", "audio/fr_fr/101.wav"), ("fr_fr_102", "audio/fr_fr/102.wav"),
         ("fr_fr_103", "audio/fr_fr/103.wav")]
-    missing = subprocess.run([BIN / "llast-prep-fleurs", "--fleurs-root", corpus, "--pairs", "fr_fr-de_de",
-                              "--out-dir", out], capture_output=True, text=True)
-    assert missing.returncode == 1 and f"no FLEURS language directory {corpus}/de_de" in missing.stderr
+    with pytest.raises(SystemExit) as missing:  # in this process: sys.exit(message) exits 1 with it on stderr
+        prep_fleurs_main(["--fleurs-root", str(corpus), "--pairs", "fr_fr-de_de", "--out-dir", str(out)])
+    assert isinstance(missing.value.code, str) and f"no FLEURS language directory {corpus}/de_de" in missing.value.code
