@@ -52,17 +52,25 @@ def training_seconds(checkpoint: Path) -> float:
     return round(float(state["extra_state"]["previous_training_time"]), 1)
 
 
+def log_record(line: str):
+    """``(tag, record)`` of a fairseq ``--log-format json`` line (``... | tag | {...}``), or
+    ``(None, None)`` for any other line."""
+    if " | {" not in line:
+        return None, None
+    tag = line[:line.index(" | {")].rsplit(" | ", 1)[-1]
+    try:
+        return tag, json.loads(line[line.index(" | {") + 3:])
+    except json.JSONDecodeError:
+        return None, None
+
+
 def dev_curve(log: str) -> List[dict]:
     """The validation records of a fairseq json log: ``[{subset, update, loss, bleu?}]``, one per
     subset and update (the last, where a resumed run validated the same update again)."""
     points = {}
     for line in log.splitlines():
-        if " | {" not in line:
-            continue
-        tag = line[:line.index(" | {")].rsplit(" | ", 1)[-1]
-        try:
-            rec = json.loads(line[line.index(" | {") + 3:])
-        except json.JSONDecodeError:
+        tag, rec = log_record(line)
+        if tag is None:
             continue
         if tag not in TRAIN_TAGS and f"{tag}_num_updates" in rec:
             point = {"subset": tag, "update": int(rec[f"{tag}_num_updates"]), "loss": float(rec[f"{tag}_loss"])}

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from .grid import Cell, Grid, GridError
-from .report import TRAIN_TAGS, score_cell
+from .report import TRAIN_TAGS, log_record, score_cell
 
 BIN = Path(sys.executable).parent  # fairseq-train, fairseq-generate and llast-experiment of this environment
 DONE = "done"
@@ -179,12 +179,8 @@ class StepProgress:
         if "Loaded checkpoint" in line:
             self.say(f"  {self.cell.name}: resuming: {line.rsplit(' | ', 1)[-1].strip()}")
             return
-        if " | {" not in line:
-            return
-        tag = line[:line.index(" | {")].rsplit(" | ", 1)[-1]
-        try:
-            rec = json.loads(line[line.index(" | {") + 3:])
-        except json.JSONDecodeError:
+        tag, rec = log_record(line)
+        if tag is None:
             return
         if tag == "train_inner" and time.time() - self.last >= 60:
             self.last = time.time()
