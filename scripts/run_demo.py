@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from llast_fairseq.experiments.report import log_record
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DIRECTIONS = ["fr_en", "de_en", "es_en", "en_fr"]
@@ -89,15 +91,6 @@ def train_args(args, corpus: Path, llm: Path, whisper: Path, save_dir: Path, aut
         "--save-dir", save_dir, "--seed", str(args.seed), "--cpu", "--num-workers", "0",
         "--log-format", "json", "--log-interval", str(PRESETS[args.preset]["log_every"]),
     ]
-
-
-def log_record(line: str):
-    """fairseq's json log record of a line: (tag, dict) for train_inner/train/dev lines."""
-    for tag in ("train_inner", "train", "dev"):
-        marker = f"| {tag} | "
-        if marker in line and "{" in line:
-            return tag, json.loads(line[line.index("{"):])
-    return None, None
 
 
 class TrainingProgress:
