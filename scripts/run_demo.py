@@ -253,7 +253,7 @@ def report(args, corpus: Path, work: Path, progress: TrainingProgress, seconds: 
         f"{(time.time() - START) / 60:.1f} min")
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache-dir", default=str(REPO / "cache"), help="corpus and base models (reused)")
     parser.add_argument("--work-dir", help="checkpoints, decodes, results (default work_dirs/demo-PRESET)")
@@ -268,7 +268,7 @@ def main():
     parser.add_argument("--prepare-only", action="store_true",
                         help="build the corpus, Whisper and LLM under --cache-dir, then print their paths as "
                              "shell exports (DEMO_CORPUS, DEMO_WHISPER, DEMO_LLM) for eval; progress goes to stderr")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for key in ("max_update", "validate_every", "batch_size", "lr"):
         if getattr(args, key, None) is None:  # --batch-size has no flag: always the preset's
             setattr(args, key, PRESETS[args.preset][key])

@@ -216,9 +216,11 @@ def test_export_keeps_settings_reads_whisper_once_and_refuses_an_existing_dir(tr
     assert model.encoder.autocast_bf16 and model.decoder.autocast_bf16 and not model.encoder.trim_padding
 
 
-def test_translate_command(trained, api_results):
+def test_translate_command(trained, api_results, capsys, monkeypatch):
     """llast-translate on a checkpoint and on its export: one line per file in the order given
     (not the length order batches take), a flushed progress line per batch on stderr."""
+    from llast_fairseq.cli import translate as translate_cli
+
     w, files = trained["work"], trained["paths"][::-1]
     common = ["--src-lang", "fr", "--tgt-lang", "en", "--beam", BEAM, "--max-len-b", MAX_LEN_B,
               "--batch-size", BATCH]
@@ -236,10 +238,13 @@ def test_translate_command(trained, api_results):
         progress = [line for line in err.splitlines() if line.startswith("llast-translate: ")]
         assert len(progress) == batches and progress[-1].startswith(f"llast-translate: {len(files)}/{len(files)} files")
 
-    def fails(*argv):
-        proc = subprocess.run([str(a) for a in (BIN / "llast-translate", *argv)], cwd=w, capture_output=True, text=True)
-        assert proc.returncode != 0
-        return proc.stderr
+    monkeypatch.chdir(w)
+
+    def fails(*argv):  # the error paths in this process (a process start is ~10 s of imports)
+        with pytest.raises(SystemExit) as exit_:
+            translate_cli.main([str(a) for a in argv])
+        assert exit_.value.code != 0
+        return capsys.readouterr().err
 
     assert "--tgt-lang is required to translate" in fails(files[0], "--checkpoint", trained["exported"], "--src-lang", "fr")
     assert "llast-translate: error: 1 audio file(s) not found: 'nope.wav'" in fails(

@@ -14,6 +14,7 @@ import torch
 import whisper
 import whisper.model
 
+from llast_fairseq.cli import convert_ctranslate2_whisper as cli
 from llast_fairseq.models import ctranslate2_whisper as conv
 
 BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
@@ -203,9 +204,10 @@ def test_real_tiny_en_loads_strictly_with_expected_dims(tiny_en):
     assert (d.n_mels, d.n_audio_ctx, d.n_audio_state, d.n_audio_head, d.n_audio_layer) == (80, 1500, 384, 6, 4)
     assert (d.n_vocab, d.n_text_ctx, d.n_text_state, d.n_text_head, d.n_text_layer) == (51864, 448, 384, 6, 4)
     assert not model.is_multilingual
-    again = subprocess.run([BIN / "llast-convert-ctranslate2-whisper", "--out", tiny_en],
-                           capture_output=True, text=True)
-    assert again.returncode != 0 and "exists; pass --force" in again.stderr
+    before = tiny_en.read_bytes()
+    with pytest.raises(SystemExit, match="^error: .*exists; pass --force"):
+        cli.main(["--out", str(tiny_en)])
+    assert tiny_en.read_bytes() == before
 
 
 @pytest.mark.parametrize("sentence, words", [

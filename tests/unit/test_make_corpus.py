@@ -277,6 +277,6 @@ def test_interrupted_build_resumes(tmp_path):
 
 def test_refuses_foreign_directory(tmp_path):
     (tmp_path / "notes.txt").write_text("not a corpus")
-    proc = subprocess.run([BIN / "llast-make-corpus", "--out", tmp_path, "--preset", "tiny"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 1 and f"error: {tmp_path} is not empty and has no corpus_stamp.json" in proc.stderr
+    with pytest.raises(SystemExit, match=f"^error: {re.escape(str(tmp_path))} is not empty and has no corpus_stamp.json"):
+        cli.main(["--out", str(tmp_path), "--preset", "tiny"])
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
