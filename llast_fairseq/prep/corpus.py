@@ -56,7 +56,7 @@ TRAILING_SILENCE = 0.1  # seconds kept after the last sample above SILENCE_LEVEL
 SILENCE_LEVEL = 0.01
 
 SPLITS = ("train", "dev", "test")
-PRESETS = {"default": (4500, 100, 100), "tiny": (40, 8, 8)}  # utterances per direction
+PRESETS = {"default": (4500, 100, 100), "small": (1000, 20, 20), "tiny": (40, 8, 8)}  # utterances per direction
 DEFAULT_DIRECTIONS = "fr-en,de-en,es-en,en-fr"
 MAX_REJECTIONS = 10000
 

@@ -1,5 +1,6 @@
-"""`make demo`'s path on a tiny corpus: corpus, real tiny.en, random-init LLM, fairseq-train,
-fairseq-generate --beam 5 (translation and transcription), BLEU/WER report and the curve."""
+"""`make demo`'s path on a small corpus of two directions: corpus, real tiny.en, random-init LLM,
+fairseq-train, fairseq-generate --beam 5 (translation and transcription), BLEU/WER report and the
+curve; the model learns enough to beat the most-frequent-translation baseline on held-out speech."""
 import json
 import runpy
 import subprocess
@@ -8,6 +9,8 @@ import sys
 import pytest
 
 from conftest import REPO
+
+MARGIN = 5  # BLEU points
 
 
 def test_demo_end_to_end_on_the_tiny_preset(tmp_path, capsys, monkeypatch):
@@ -20,18 +23,21 @@ def test_demo_end_to_end_on_the_tiny_preset(tmp_path, capsys, monkeypatch):
     held_out = json.loads(out.split("held-out check (all must be 0): ", 1)[1].splitlines()[0])
     assert held_out == {f"{split}_{what}_in_train": 0 for split in ("dev", "test") for what in ("sentences", "voices")}
     results = json.loads((work / "results.json").read_text())
-    assert set(results["st"]) == {"fr-en", "de-en", "es-en", "en-fr"}
-    assert set(results["asr_wer"]) == {"fr", "de", "es", "en"}
-    assert set(results["baseline_bleu"]) == {"fr_en", "de_en", "es_en", "en_fr"}
-    assert all(0 <= b <= 100 for b in results["st"].values())
-    assert [u for u, _, _ in results["dev_curve"]] == [6, 12]  # dev BLEU at each validation
+    assert set(results["asr_wer"]) == {"fr", "en"}
+    assert set(results["baseline_bleu"]) == {"fr_en", "en_fr"}
+    # translation learnt: held-out BLEU well above always answering the most frequent translation
+    assert set(results["st"]) == {"fr-en", "en-fr"}
+    for direction, bleu in results["st"].items():
+        assert bleu > results["baseline_bleu"][direction.replace("-", "_")] + MARGIN, results
+    assert all(0 <= wer < 100 for wer in results["asr_wer"].values()), results
+    assert [u for u, _, _ in results["dev_curve"]] == [600, 1200]  # dev BLEU at each validation
     png = (work / "training_curve.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
-    for d in ("fr->en", "de->en", "es->en", "en->fr"):
+    for d in ("fr->en", "en->fr"):
         assert f"  {d} [" in out  # example translations beside their references
     for task in ("st", "asr"):  # every test row decoded
         lines = next((work / task).glob("generate-*.txt")).read_text().splitlines()
-        assert sum(l.startswith("D-") for l in lines) == 32
+        assert sum(l.startswith("D-") for l in lines) == 40
     # the reruns in this process (a process start is ~10 s of imports); fairseq-generate still runs
     demo = runpy.run_path(str(REPO / "scripts" / "run_demo.py"))["main"]
     argv = ["--preset", "tiny", "--cache-dir", str(cache), "--work-dir", str(work)]
