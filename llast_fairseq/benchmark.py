@@ -12,12 +12,14 @@ runs its full 64 steps.
 import contextlib
 import gc
 import json
+import multiprocessing
 import os
 import random
 import subprocess
 import sys
 import time
 import zipfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
@@ -140,7 +142,7 @@ def agreement(ours, theirs) -> Dict[str, str]:
     return {"best_identical": f"{best}/{len(ours)}", "same_beams": f"{same}/{len(ours)}"}
 
 
-def decoding(inputs, preset: str, repeats: int, recompute: bool) -> List[Dict]:
+def decoding(inputs, preset: str, clips: str, repeats: int, recompute: bool) -> Dict:
     """Beam 5, batch 8, 64 new tokens from the same prefix embeddings: ours (SequenceGenerator,
     the prefix once per sentence) against HF generate(num_beams=5, early_stopping=True) and
     against recomputing the whole sequence at every step (on 5 s clips: at 1,500 positions it
@@ -148,47 +150,44 @@ def decoding(inputs, preset: str, repeats: int, recompute: bool) -> List[Dict]:
     Whisper on 30 s for every clip, but the LLM sees only the positions that hold the clip."""
     from fairseq.sequence_generator import SequenceGenerator
 
-    rows = []
-    for clips in CLIPS:
-        _, task, model = build(inputs["data"], inputs[preset], clips, "--llm-training", "frozen")
-        model.eval()
-        sample = clip_batch(task)
-        d = task.target_dictionary
+    _, task, model = build(inputs["data"], inputs[preset], clips, "--llm-training", "frozen")
+    model.eval()
+    sample = clip_batch(task)
+    d = task.target_dictionary
+    with torch.no_grad():
+        encoder_out = model.encoder(**sample["net_input"])
+        embeds, valid, _ = model.decoder.prefix(encoder_out)
+    generator = SequenceGenerator([model], d, beam_size=BEAM, max_len_a=0, max_len_b=NEW_TOKENS)
+
+    def ours():
+        with torch.no_grad(), patched(model.encoder, "forward", lambda **_: encoder_out):
+            return beams(generator.generate([model], sample), d.eos())
+
+    def hf():
         with torch.no_grad():
-            encoder_out = model.encoder(**sample["net_input"])
-            embeds, valid, _ = model.decoder.prefix(encoder_out)
-        generator = SequenceGenerator([model], d, beam_size=BEAM, max_len_a=0, max_len_b=NEW_TOKENS)
+            return hf_beams(model.decoder.llm.generate(
+                inputs_embeds=embeds, attention_mask=valid.long(), num_beams=BEAM, early_stopping=True,
+                num_return_sequences=BEAM, max_new_tokens=NEW_TOKENS, do_sample=False,
+                eos_token_id=d.eos(), pad_token_id=d.pad()), d.eos())
 
-        def ours():
-            with torch.no_grad(), patched(model.encoder, "forward", lambda **_: encoder_out):
-                return beams(generator.generate([model], sample), d.eos())
+    def full():
+        forward_full = lambda prev, encoder_out, incremental_state=None, **_: \
+            model.decoder.forward_full(prev, encoder_out)
+        with patched(model.decoder, "forward", forward_full):
+            return ours()
 
-        def hf():
-            with torch.no_grad():
-                return hf_beams(model.decoder.llm.generate(
-                    inputs_embeds=embeds, attention_mask=valid.long(), num_beams=BEAM, early_stopping=True,
-                    num_return_sequences=BEAM, max_new_tokens=NEW_TOKENS, do_sample=False,
-                    eos_token_id=d.eos(), pad_token_id=d.pad()), d.eos())
-
-        def full():
-            forward_full = lambda prev, encoder_out, incremental_state=None, **_: \
-                model.decoder.forward_full(prev, encoder_out)
-            with patched(model.decoder, "forward", forward_full):
-                return ours()
-
-        log(f"  decoding, {preset}, {clips} clips: prefix {embeds.size(1)} positions")
-        ours_tokens, base = timed(ours, repeats)
-        hf_out, hf_time = timed(hf, repeats)
-        row = dict(section="decoding", preset=preset, clips=clips, prefix_positions=embeds.size(1),
-                   ours_s=base, hf_generate_s=hf_time, ours_vs_hf=base / hf_time,
-                   **{f"hf_{k}": v for k, v in agreement(ours_tokens, hf_out).items()})
-        if recompute and clips == "5 s":
-            full_tokens, full_time = timed(full, 1)
-            row.update(recompute_s=full_time, recompute_vs_ours=full_time / base,
-                       **{f"recompute_{k}": v for k, v in agreement(ours_tokens, full_tokens).items()})
-        log(f"    {json.dumps(row)}")
-        rows.append(row)
-    return rows
+    log(f"  decoding, {preset}, {clips} clips: prefix {embeds.size(1)} positions")
+    ours_tokens, base = timed(ours, repeats)
+    hf_out, hf_time = timed(hf, repeats)
+    row = dict(section="decoding", preset=preset, clips=clips, prefix_positions=embeds.size(1),
+               ours_s=base, hf_generate_s=hf_time, ours_vs_hf=base / hf_time,
+               **{f"hf_{k}": v for k, v in agreement(ours_tokens, hf_out).items()})
+    if recompute:
+        full_tokens, full_time = timed(full, 1)
+        row.update(recompute_s=full_time, recompute_vs_ours=full_time / base,
+                   **{f"recompute_{k}": v for k, v in agreement(ours_tokens, full_tokens).items()})
+    log(f"    {json.dumps(row)}")
+    return row
 
 
 def encoding(inputs, preset: str, repeats: int) -> Dict:
@@ -437,30 +436,62 @@ SECTIONS = ["decoding", "encoding", "training", "cascade", "data_check", "genera
 DEFAULT_SECTIONS = SECTIONS[:4]
 
 
-def run(work: Path, presets: List[str], sections: List[str] = DEFAULT_SECTIONS, repeats: int = 1,
-        training_steps: int = 2, data_check_rows: int = 24000,
-        generate_rows: List[int] = GENERATE_ROWS) -> List[Dict]:
-    """The sections on each preset (training and cascade on the last, the largest; generate's
-    memory on the first, the smallest; the data check needs no model)."""
-    torch.manual_seed(0)
-    log(f"benchmark: {torch.get_num_threads()} threads, torch CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}, float32")
-    inputs = make_inputs(work, presets) if set(sections) - {"data_check"} else {}
-    rows = []
+def plan(presets: List[str], sections: List[str]) -> List[Tuple]:
+    """The measurements, each independent of the others, in the order the tables give them:
+    (section, arguments); training and cascade on the last preset (the largest), generate's
+    memory on the first (the smallest), the data check on no model."""
+    steps = []
     for preset in presets:
         if "decoding" in sections:
-            rows += decoding(inputs, preset, repeats, recompute=preset == "tiny")
+            steps += [("decoding", preset, clips) for clips in CLIPS]
         if "encoding" in sections:
-            rows.append(encoding(inputs, preset, repeats))
-    if "training" in sections:
-        rows += training(inputs, presets[-1], training_steps)
-    if "cascade" in sections:
-        rows.append(cascade(inputs, presets[-1]))
+            steps.append(("encoding", preset))
+    steps += [(section, presets[-1]) for section in ("training", "cascade") if section in sections]
     if "data_check" in sections:
-        rows.append(data_check(work, data_check_rows))
+        steps.append(("data_check",))
     if "generate_memory" in sections:
-        rows.append(generate_memory(inputs, presets[0], generate_rows))
-    return rows
+        steps.append(("generate_memory", presets[0]))
+    return steps
+
+
+def measure(step: Tuple, work: Path, inputs: Dict[str, Path], options: Dict, threads: int) -> List[Dict]:
+    """One step of :func:`plan`, its rows; every ratio is taken inside this process."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    section, *args = step
+    if section == "decoding":
+        preset, clips = args  # recomputing every step only on tiny's 5 s clips: elsewhere it takes too long
+        recompute = (preset, clips) == ("tiny", "5 s")
+        return [decoding(inputs, preset, clips, options["repeats"], recompute)]
+    if section == "encoding":
+        return [encoding(inputs, *args, options["repeats"])]
+    if section == "training":
+        return training(inputs, *args, options["training_steps"])
+    if section == "cascade":
+        return [cascade(inputs, *args)]
+    if section == "data_check":
+        return [data_check(work, options["data_check_rows"])]
+    return [generate_memory(inputs, *args, options["generate_rows"])]
+
+
+def run(work: Path, presets: List[str], sections: List[str] = DEFAULT_SECTIONS, jobs: int = 1, repeats: int = 1,
+        training_steps: int = 2, data_check_rows: int = 24000,
+        generate_rows: List[int] = GENERATE_ROWS) -> List[Dict]:
+    """The sections on each preset, in ``jobs`` processes of this process's thread count at once
+    (the largest preset's steps started first: they take longest); rows in :func:`plan`'s order."""
+    threads = torch.get_num_threads()
+    log(f"benchmark: {jobs} process(es) of {threads} thread(s), torch CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, float32")
+    inputs = make_inputs(work, presets) if set(sections) - {"data_check"} else {}
+    options = dict(repeats=repeats, training_steps=training_steps, data_check_rows=data_check_rows,
+                   generate_rows=generate_rows)
+    steps = plan(presets, sections)
+    if jobs == 1:
+        return [row for step in steps for row in measure(step, work, inputs, options, threads)]
+    first = sorted(steps, key=lambda step: -presets.index(step[1]) if len(step) > 1 else 0)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {step: pool.submit(measure, step, work, inputs, options, threads) for step in first}
+        return [row for step in steps for row in futures[step].result()]
 
 
 def table(rows: List[Dict]) -> str:
@@ -468,9 +499,9 @@ def table(rows: List[Dict]) -> str:
     out = []
     for section in dict.fromkeys(r["section"] for r in rows):
         part = [r for r in rows if r["section"] == section]
-        keys = [k for k in part[0] if k != "section"]
+        keys = [k for k in dict.fromkeys(k for r in part for k in r) if k != "section"]  # a row may add some
         out += [f"\n{section}", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         for r in part:
-            out.append("| " + " | ".join(f"{r[k]:.3g}" if isinstance(r[k], float) else str(r[k])
+            out.append("| " + " | ".join(f"{r[k]:.3g}" if isinstance(r.get(k), float) else str(r.get(k, ""))
                                          for k in keys) + " |")
     return "\n".join(out)

@@ -2,6 +2,7 @@
 run in the same process; prints Markdown tables and writes JSON."""
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -24,15 +25,17 @@ def main(argv=None):
     parser.add_argument("--generate-rows", nargs=2, type=int, default=GENERATE_ROWS,
                         help="generate_memory: the two manifest sizes whose peak RSS is compared")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1: ratios stay stable on a shared machine)")
+                        help="torch CPU threads per process (1: ratios stay stable on a shared machine)")
+    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
+                        help="measurements run at once, each in a process of its own (default: one per core)")
     parser.add_argument("--work-dir", help="where the random-init models and clips are written (default: a temporary directory)")
     parser.add_argument("--json", default="benchmark.json", help="output file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = run(Path(args.work_dir or tmp), args.presets, args.sections, args.repeats, args.training_steps,
-                   args.data_check_rows, args.generate_rows)
+        rows = run(Path(args.work_dir or tmp), args.presets, args.sections, args.jobs, args.repeats,
+                   args.training_steps, args.data_check_rows, args.generate_rows)
     Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     print(table(rows), flush=True)
     print(f"\nwrote {args.json} ({time.perf_counter() - start:.0f} s)", flush=True)

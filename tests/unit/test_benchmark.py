@@ -21,10 +21,14 @@ def test_agreement_tells_ranking_from_search():
 def test_benchmark_command_writes_its_table(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run([BIN / "llast-benchmark", "--presets", "tiny", "--sections", "encoding", "decoding", "data_check",
-                          "--data-check-rows", "200",
+                          "--data-check-rows", "200", "--jobs", "2",
                           "--work-dir", tmp_path / "work", "--json", out],
                          capture_output=True, text=True, check=True)
     rows = json.loads(out.read_text())
+    # measured by two processes at once, reported in the tables' order
+    assert "benchmark: 2 process(es) of 1 thread(s)" in run.stdout
+    assert [(r["section"], r.get("clips")) for r in rows] == [
+        ("decoding", "30 s"), ("decoding", "5 s"), ("encoding", None), ("data_check", None)]
     encoding = [r for r in rows if r["section"] == "encoding"]
     assert len(encoding) == 1 and encoding[0]["padded_30s_s"] > 0 and encoding[0]["trimmed_s"] > 0
     decoding = {r["clips"]: r for r in rows if r["section"] == "decoding"}
@@ -32,7 +36,7 @@ def test_benchmark_command_writes_its_table(tmp_path):
     # the shared prefix must not change the search: same final beams as HF and as recomputation
     assert decoding["30 s"]["hf_same_beams"] == "8/8"
     assert decoding["5 s"]["recompute_same_beams"] == "8/8"
-    assert "| tiny |" in run.stdout
+    assert "| tiny |" in run.stdout and "| recompute_vs_ours |" in run.stdout  # a column only the 5 s row has
     check = next(r for r in rows if r["section"] == "data_check")
     assert check["rows"] == 200  # every row checked, and a second load reads the cached verdict
     assert check["cached_check_s"] < check["first_check_s_1_threads"] / 3
