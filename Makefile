@@ -10,8 +10,9 @@ setup: .venv/.installed
 demo: setup
 	$(PY) scripts/run_demo.py
 
-# One worker per core, each test file on one worker (its module fixtures built once), one torch
-# thread per worker (two 2-thread workers on 2 cores made OpenMP wait on each other); the slowest
-# tests listed at the end.
+# One worker per core, each test file on one worker (its module fixtures built once) in the order
+# tests/conftest.py gives (the longest first), one torch thread per worker (two 2-thread workers on
+# 2 cores made OpenMP wait on each other); the slowest tests listed at the end.
 test: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest tests -v -p no:cacheprovider -n auto --dist loadfile --durations=20
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -v -p no:cacheprovider -n auto --dist loadfile --no-loadscope-reorder \
+		--durations=20

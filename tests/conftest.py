@@ -19,6 +19,16 @@ from llast_fairseq.tiny_models import make_tiny_llm, make_tiny_whisper  # noqa: 
 
 from llast_fairseq.data.manifest import MANIFEST_COLUMNS, write_config, write_tsv  # noqa: E402
 
+# The longest files (about 4 and 1.5 minutes at one thread) start first, so that under make test's
+# pytest-xdist (one file per worker, in this order: --no-loadscope-reorder) no worker is left
+# running one of them after the others are done.
+LONGEST_FIRST = ("test_demo.py", "test_experiment.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)  # stable: the rest keep their order
+
+
 # (source, translation, src_lang, tgt_lang)
 PAIRS = [
     ("Le chat mange une pomme.", "The cat eats an apple.", "fr", "en"),
