@@ -29,6 +29,7 @@ import torch
 
 from .data.audio import SAMPLE_RATE, to_mono_16k
 from .data.manifest import write_config, write_tsv
+from .models.autocast import bf16_autocast
 from .tiny_models import make_tiny_llm, make_tiny_whisper
 
 PRESETS = {
@@ -142,15 +143,18 @@ def agreement(ours, theirs) -> Dict[str, str]:
     return {"best_identical": f"{best}/{len(ours)}", "same_beams": f"{same}/{len(ours)}"}
 
 
-def decoding(inputs, preset: str, clips: str, repeats: int, recompute: bool) -> Dict:
+def decoding(inputs, preset: str, clips: str, dtype: str, repeats: int, recompute: bool) -> Dict:
     """Beam 5, batch 8, 64 new tokens from the same prefix embeddings: ours (SequenceGenerator,
     the prefix once per sentence) against HF generate(num_beams=5, early_stopping=True) and
     against recomputing the whole sequence at every step (on 5 s clips: at 1,500 positions it
     takes too long). 30 s clips give the paper's 1,500 audio positions: ``--arch llast`` runs
-    Whisper on 30 s for every clip, but the LLM sees only the positions that hold the clip."""
+    Whisper on 30 s for every clip, but the LLM sees only the positions that hold the clip.
+    ``dtype`` bf16: ours with ``--autocast-bf16``, HF generate under the same autocast."""
     from fairseq.sequence_generator import SequenceGenerator
 
-    _, task, model = build(inputs["data"], inputs[preset], clips, "--llm-training", "frozen")
+    bf16 = dtype == "bf16"
+    _, task, model = build(inputs["data"], inputs[preset], clips, "--llm-training", "frozen",
+                           *(["--autocast-bf16"] if bf16 else []))
     model.eval()
     sample = clip_batch(task)
     d = task.target_dictionary
@@ -164,7 +168,7 @@ def decoding(inputs, preset: str, clips: str, repeats: int, recompute: bool) -> 
             return beams(generator.generate([model], sample), d.eos())
 
     def hf():
-        with torch.no_grad():
+        with torch.no_grad(), bf16_autocast("cpu", bf16):
             return hf_beams(model.decoder.llm.generate(
                 inputs_embeds=embeds, attention_mask=valid.long(), num_beams=BEAM, early_stopping=True,
                 num_return_sequences=BEAM, max_new_tokens=NEW_TOKENS, do_sample=False,
@@ -176,10 +180,10 @@ def decoding(inputs, preset: str, clips: str, repeats: int, recompute: bool) -> 
         with patched(model.decoder, "forward", forward_full):
             return ours()
 
-    log(f"  decoding, {preset}, {clips} clips: prefix {embeds.size(1)} positions")
+    log(f"  decoding, {preset}, {clips} clips, {dtype}: prefix {embeds.size(1)} positions")
     ours_tokens, base = timed(ours, repeats)
     hf_out, hf_time = timed(hf, repeats)
-    row = dict(section="decoding", preset=preset, clips=clips, prefix_positions=embeds.size(1),
+    row = dict(section="decoding", preset=preset, clips=clips, dtype=dtype, prefix_positions=embeds.size(1),
                ours_s=base, hf_generate_s=hf_time, ours_vs_hf=base / hf_time,
                **{f"hf_{k}": v for k, v in agreement(ours_tokens, hf_out).items()})
     if recompute:
@@ -430,20 +434,23 @@ def _child(log_path: Path, *argv) -> Tuple[int, int]:
     return int(text.rsplit("peak_rss_kb ", 1)[1].split()[0]), int(text.rsplit("peak_rss_kb_at_half ", 1)[1])
 
 
-SECTIONS = ["decoding", "encoding", "training", "cascade", "data_check", "generate_memory"]
-# what a plain `llast-benchmark` measures: the model's costs (the data check and generate's memory
-# on 5,000 rows are asked for by name)
+SECTIONS = ["decoding", "encoding", "training", "cascade", "data_check", "generate_memory", "decoding_bf16"]
+# what a plain `llast-benchmark` measures: the model's costs in float32 (the data check, generate's
+# memory on 5,000 rows and decoding under bf16 autocast, where the CPU has bf16 natively, are asked
+# for by name: with them the run takes over 10 minutes)
 DEFAULT_SECTIONS = SECTIONS[:4]
 
 
 def plan(presets: List[str], sections: List[str]) -> List[Tuple]:
     """The measurements, each independent of the others, in the order the tables give them:
-    (section, arguments); training and cascade on the last preset (the largest), generate's
-    memory on the first (the smallest), the data check on no model."""
+    (section, arguments); decoding_bf16 is decoding under bfloat16 autocast; training and cascade
+    on the last preset (the largest), generate's memory on the first (the smallest), the data check
+    on no model."""
     steps = []
     for preset in presets:
-        if "decoding" in sections:
-            steps += [("decoding", preset, clips) for clips in CLIPS]
+        for section, dtype in (("decoding", "float32"), ("decoding_bf16", "bf16")):
+            if section in sections:
+                steps += [("decoding", preset, clips, dtype) for clips in CLIPS]
         if "encoding" in sections:
             steps.append(("encoding", preset))
     steps += [(section, presets[-1]) for section in ("training", "cascade") if section in sections]
@@ -460,9 +467,9 @@ def measure(step: Tuple, work: Path, inputs: Dict[str, Path], options: Dict, thr
     torch.manual_seed(0)
     section, *args = step
     if section == "decoding":
-        preset, clips = args  # recomputing every step only on tiny's 5 s clips: elsewhere it takes too long
-        recompute = (preset, clips) == ("tiny", "5 s")
-        return [decoding(inputs, preset, clips, options["repeats"], recompute)]
+        # recomputing every step only on tiny's 5 s clips in float32: elsewhere it takes too long
+        recompute = tuple(args) == ("tiny", "5 s", "float32")
+        return [decoding(inputs, *args, options["repeats"], recompute)]
     if section == "encoding":
         return [encoding(inputs, *args, options["repeats"])]
     if section == "training":

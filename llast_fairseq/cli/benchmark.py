@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..benchmark import DEFAULT_SECTIONS, GENERATE_ROWS, PRESETS, SECTIONS, run, table
+from ..models import autocast
 
 
 def main(argv=None):
@@ -31,6 +32,10 @@ def main(argv=None):
     parser.add_argument("--work-dir", help="where the random-init models and clips are written (default: a temporary directory)")
     parser.add_argument("--json", default="benchmark.json", help="output file")
     args = parser.parse_args(argv)
+    if "decoding_bf16" in args.sections and not autocast.bf16_autocast_pays("cpu"):
+        parser.error(f"decoding_bf16: this CPU ({autocast.cpu_name()}) has no native bfloat16 (AVX512-BF16 or "
+                     f"AMX): bf16 matrix products run {1 / autocast.cpu_bf16_speedup():.0f}x slower than "
+                     f"float32 here, so --autocast-bf16 stays off; leave decoding_bf16 out")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,11 +27,12 @@ def test_benchmark_command_writes_its_table(tmp_path):
     rows = json.loads(out.read_text())
     # measured by two processes at once, reported in the tables' order
     assert "benchmark: 2 process(es) of 1 thread(s)" in run.stdout
-    assert [(r["section"], r.get("clips")) for r in rows] == [
-        ("decoding", "30 s"), ("decoding", "5 s"), ("encoding", None), ("data_check", None)]
+    assert [(r["section"], r.get("clips"), r.get("dtype")) for r in rows] == [
+        ("decoding", "30 s", "float32"), ("decoding", "5 s", "float32"), ("encoding", None, None),
+        ("data_check", None, None)]
     encoding = [r for r in rows if r["section"] == "encoding"]
     assert len(encoding) == 1 and encoding[0]["padded_30s_s"] > 0 and encoding[0]["trimmed_s"] > 0
-    decoding = {r["clips"]: r for r in rows if r["section"] == "decoding"}
+    decoding = {r["clips"]: r for r in rows if r["section"] == "decoding" and r["dtype"] == "float32"}
     assert decoding["30 s"]["prefix_positions"] > 1500 > decoding["5 s"]["prefix_positions"]
     # the shared prefix must not change the search: same final beams as HF and as recomputation
     assert decoding["30 s"]["hf_same_beams"] == "8/8"
@@ -40,6 +41,22 @@ def test_benchmark_command_writes_its_table(tmp_path):
     check = next(r for r in rows if r["section"] == "data_check")
     assert check["rows"] == 200  # every row checked, and a second load reads the cached verdict
     assert check["cached_check_s"] < check["first_check_s_1_threads"] / 3
+
+
+def test_bf16_decoding_is_refused_where_bf16_is_emulated(monkeypatch, capsys, tmp_path):
+    from llast_fairseq.cli import benchmark as cli
+    from llast_fairseq.models import autocast
+
+    monkeypatch.setattr(autocast, "cpu_bf16_speedup", lambda: 1 / 75)  # what an AVX2-only CPU measures
+    autocast.bf16_autocast_pays.cache_clear()
+    try:
+        with pytest.raises(SystemExit):
+            cli.main(["--sections", "decoding_bf16", "--presets", "tiny", "--jobs", "1",
+                      "--work-dir", str(tmp_path), "--json", str(tmp_path / "bench.json")])
+    finally:
+        autocast.bf16_autocast_pays.cache_clear()
+    err = capsys.readouterr().err
+    assert "decoding_bf16: this CPU" in err and "no native bfloat16" in err and "75x slower than float32" in err
 
 
 def test_generate_memory_measures_the_peak_of_the_command_it_runs(tmp_path):
