@@ -487,8 +487,9 @@ def run(work: Path, presets: List[str], sections: List[str] = DEFAULT_SECTIONS, 
     """The sections on each preset, in ``jobs`` processes of this process's thread count at once
     (the largest preset's steps started first: they take longest); rows in :func:`plan`'s order."""
     threads = torch.get_num_threads()
+    dtypes = "float32" + (", and bfloat16 autocast for decoding_bf16" if "decoding_bf16" in sections else "")
     log(f"benchmark: {jobs} process(es) of {threads} thread(s), torch CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}, float32")
+        f"{torch.backends.cpu.get_cpu_capability()}, {dtypes}")
     inputs = make_inputs(work, presets) if set(sections) - {"data_check"} else {}
     options = dict(repeats=repeats, training_steps=training_steps, data_check_rows=data_check_rows,
                    generate_rows=generate_rows)
